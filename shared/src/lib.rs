@@ -1,0 +1,25 @@
+//! # atop
+//!
+//! AToP (Adversarial Training on Purification, Lin et al., ICLR 2024) as a
+//! library shared by the native trainer and the browser demo:
+//!
+//! * [`transform`]: the random transforms RT1, RT2, RT3 (noise + grid masks);
+//! * [`model`]: classifiers, the GAN purifier (DeepFillv2-style inpainter),
+//!   the AE purifier (conv U-Net) and the SN-PatchGAN discriminator;
+//! * [`defense`]: transform -> purifier -> classifier as one differentiable
+//!   pipeline;
+//! * [`artifact`]: one `.safetensors` file with weights and a JSON manifest.
+//!
+//! Images are `[n, c, h, w]` f32 tensors in [0,1] everywhere in the public
+//! API. Nothing here touches the file system or the clock; randomness comes
+//! from generators the caller seeds ([`rng`]).
+
+pub mod artifact;
+pub mod defense;
+pub mod error;
+pub mod model;
+pub mod params;
+pub mod rng;
+pub mod transform;
+
+pub use error::{AtopError, Result};

@@ -1,0 +1,172 @@
+//! SN-PatchGAN discriminator (DeepFillv2): six 5x5 stride-2 convolutions with
+//! spectral normalisation and LeakyReLU(0.2); input = image + mask; output =
+//! one score per patch, flattened. Trained with the hinge loss.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::Initializer;
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::purifier_io::unit_to_signed;
+use crate::error::{AtopError, Result};
+
+/// Configuration of the discriminator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscriminatorConfig {
+    pub image_channels: usize,
+    /// Width of the first conv; the six convs have widths
+    /// cnum x (1, 2, 4, 4, 4, 4) = (64, 128, 256, 256, 256, 256) by default.
+    pub cnum: usize,
+}
+
+impl Default for DiscriminatorConfig {
+    fn default() -> Self {
+        Self {
+            image_channels: 3,
+            cnum: 64,
+        }
+    }
+}
+
+impl DiscriminatorConfig {
+    pub fn init(&self, device: &Device) -> Result<Discriminator> {
+        if self.cnum == 0 || !matches!(self.image_channels, 1 | 3) {
+            return Err(AtopError::config(
+                "discriminator",
+                format!(
+                    "needs cnum >= 1 and 1 or 3 image channels, got cnum {} and {} channels",
+                    self.cnum, self.image_channels
+                ),
+            ));
+        }
+        let c = self.cnum;
+        let widths = [self.image_channels + 1, c, 2 * c, 4 * c, 4 * c, 4 * c, 4 * c];
+        let conv = |i: usize| SpectralNormConv2d::new(widths[i], widths[i + 1], 5, device);
+        Ok(Discriminator {
+            conv1: conv(0),
+            conv2: conv(1),
+            conv3: conv(2),
+            conv4: conv(3),
+            conv5: conv(4),
+            conv6: conv(5),
+            image_channels: self.image_channels,
+        })
+    }
+}
+
+/// A conv whose weight is divided by its largest singular value, estimated by
+/// one power-iteration step per training forward (Miyato et al., 2018).
+#[derive(Module, Debug)]
+pub struct SpectralNormConv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Param<Tensor<1>>,
+    /// Left singular vector estimate, a buffer (not trained).
+    pub weight_u: RunningState<Tensor<1>>,
+    pub kernel: usize,
+}
+
+const SN_EPS: f32 = 1e-12;
+
+fn l2_normalize(v: Tensor<1>) -> Tensor<1> {
+    let norm = v.clone().powi_scalar(2).sum().sqrt().clamp_min(SN_EPS);
+    v / norm
+}
+
+impl SpectralNormConv2d {
+    fn new(cin: usize, cout: usize, kernel: usize, device: &Device) -> Self {
+        let fan_in = cin * kernel * kernel;
+        let weight = Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        }
+        .init_with([cout, cin, kernel, kernel], Some(fan_in), None, device);
+        let bias = Initializer::Zeros.init([cout], device);
+        let u = Initializer::Normal {
+            mean: 0.0,
+            std: 1.0,
+        }
+        .init::<1, _>([cout], device)
+        .into_value();
+        Self {
+            weight,
+            bias,
+            weight_u: RunningState::new(l2_normalize(u)),
+            kernel,
+        }
+    }
+
+    /// The normalised weight. In training (autodiff device) the power
+    /// iteration advances `weight_u`; in inference the stored estimate is used.
+    pub fn normalized_weight(&self) -> Tensor<4> {
+        let w = self.weight.val();
+        let [cout, cin, k, _] = w.dims();
+        let device = w.device();
+        let w2 = w.clone().reshape([cout, cin * k * k]);
+        let w2_const = w2.clone().detach();
+        let mut u = self.weight_u.value().to_device(&device).detach();
+        let v = l2_normalize(w2_const.clone().transpose().matmul(u.clone().unsqueeze_dim(1)).squeeze_dim(1));
+        if device.is_autodiff() {
+            u = l2_normalize(w2_const.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
+            self.weight_u.update(u.clone().detach());
+        }
+        // sigma = u^T W v, with gradient through W only.
+        let sigma = u
+            .unsqueeze_dim::<2>(0)
+            .matmul(w2)
+            .matmul(v.unsqueeze_dim(1))
+            .reshape([1, 1, 1, 1]);
+        w / sigma
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let pad = (self.kernel - 1) / 2;
+        conv2d(
+            x,
+            self.normalized_weight(),
+            Some(self.bias.val()),
+            ConvOptions::new([2, 2], [pad, pad], [1, 1], 1),
+        )
+    }
+}
+
+/// The SN-PatchGAN discriminator.
+#[derive(Module, Debug)]
+pub struct Discriminator {
+    pub conv1: SpectralNormConv2d,
+    pub conv2: SpectralNormConv2d,
+    pub conv3: SpectralNormConv2d,
+    pub conv4: SpectralNormConv2d,
+    pub conv5: SpectralNormConv2d,
+    pub conv6: SpectralNormConv2d,
+    pub image_channels: usize,
+}
+
+impl Discriminator {
+    /// Scores `image` (in [0,1]) given the hole `mask`: `[n, patches]`.
+    pub fn forward(&self, image: Tensor<4>, mask: Tensor<4>) -> Result<Tensor<2>> {
+        let [n, c, h, w] = image.dims();
+        if c != self.image_channels || mask.dims() != [n, 1, h, w] {
+            return Err(AtopError::shape(
+                "discriminator input",
+                format!("image [n, {}, h, w] and mask [n, 1, h, w]", self.image_channels),
+                &image.dims(),
+            ));
+        }
+        let x = Tensor::cat(vec![unit_to_signed(image), mask], 1);
+        let x = [
+            &self.conv1,
+            &self.conv2,
+            &self.conv3,
+            &self.conv4,
+            &self.conv5,
+            &self.conv6,
+        ]
+        .iter()
+        .fold(x, |x, conv| leaky_relu(conv.forward(x), 0.2));
+        Ok(x.flatten(1, 3))
+    }
+}

@@ -1,0 +1,159 @@
+//! Gated convolution (Yu et al., "Free-Form Image Inpainting with Gated
+//! Convolution"): one conv produces 2*cout channels, split into features and
+//! gates, output = act(features) * sigmoid(gates). A layer without activation
+//! (the to-image layer) is a plain convolution.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{elu, relu, sigmoid};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use serde::{Deserialize, Serialize};
+
+/// The activation applied to the feature half of a gated convolution.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateActivation {
+    Elu,
+    Relu,
+    /// No activation and no gate: a plain convolution.
+    None,
+}
+
+/// A gated 2-D convolution. The inner conv is named `conv` so parameters read
+/// `....conv.weight`, as in the public PyTorch DeepFillv2.
+#[derive(Module, Debug)]
+pub struct GatedConv2d {
+    pub conv: Conv2d,
+    pub channels_out: usize,
+    #[module(skip)]
+    pub activation: GateActivation,
+}
+
+impl GatedConv2d {
+    /// `padding` follows the "same" rule for odd kernels: dilation*(k-1)/2.
+    pub fn new(
+        channels_in: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        activation: GateActivation,
+        device: &burn::tensor::Device,
+    ) -> Self {
+        let gated = activation != GateActivation::None;
+        let conv_out = if gated { 2 * channels_out } else { channels_out };
+        let pad = dilation * (kernel - 1) / 2;
+        // Kaiming-uniform on fan-out with the ReLU gain, as the reference does
+        // for activated layers; biases start at zero.
+        let initializer = if gated {
+            Initializer::KaimingUniform {
+                gain: std::f64::consts::SQRT_2,
+                fan_out_only: true,
+            }
+        } else {
+            Conv2dConfig::new([1, 1], [1, 1]).initializer
+        };
+        let mut conv = Conv2dConfig::new([channels_in, conv_out], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_dilation([dilation, dilation])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_initializer(initializer)
+            .init(device);
+        if gated && let Some(bias) = conv.bias.take() {
+            conv.bias = Some(bias.map(|b| b.zeros_like()));
+        }
+        Self {
+            conv,
+            channels_out,
+            activation,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.conv.forward(x); // [n, 2*cout or cout, h', w']
+        if self.activation == GateActivation::None {
+            return y;
+        }
+        let features = y.clone().narrow(1, 0, self.channels_out);
+        let gates = y.narrow(1, self.channels_out, self.channels_out);
+        let features = match self.activation {
+            GateActivation::Relu => relu(features),
+            _ => elu(features, 1.0),
+        };
+        features * sigmoid(gates)
+    }
+}
+
+/// Nearest-neighbour x2 upsampling followed by a 3x3 gated convolution.
+#[derive(Module, Debug)]
+pub struct GatedUpConv {
+    pub conv: GatedConv2d,
+}
+
+impl GatedUpConv {
+    pub fn new(channels_in: usize, channels_out: usize, device: &burn::tensor::Device) -> Self {
+        Self {
+            conv: GatedConv2d::new(channels_in, channels_out, 3, 1, 1, GateActivation::Elu, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv.forward(upsample_nearest2(x))
+    }
+}
+
+/// Nearest-neighbour x2 upsampling, `[n, c, h, w] -> [n, c, 2h, 2w]`.
+pub fn upsample_nearest2(x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    interpolate(
+        x,
+        InterpolateOptions {
+            mode: InterpolateMode::Nearest,
+            align_corners: false,
+            output_size: Some([2 * h, 2 * w]),
+            scale_factor: None,
+        },
+    )
+}
+
+/// A stride-2 gated conv followed by a stride-1 gated conv.
+#[derive(Module, Debug)]
+pub struct GatedDownBlock {
+    pub conv1_downsample: GatedConv2d,
+    pub conv2: GatedConv2d,
+}
+
+impl GatedDownBlock {
+    pub fn new(cin: usize, cout: usize, hidden: usize, device: &burn::tensor::Device) -> Self {
+        Self {
+            conv1_downsample: GatedConv2d::new(cin, hidden, 3, 2, 1, GateActivation::Elu, device),
+            conv2: GatedConv2d::new(hidden, cout, 3, 1, 1, GateActivation::Elu, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv2.forward(self.conv1_downsample.forward(x))
+    }
+}
+
+/// An x2 upsampling gated conv followed by a stride-1 gated conv.
+#[derive(Module, Debug)]
+pub struct GatedUpBlock {
+    pub conv1_upsample: GatedUpConv,
+    pub conv2: GatedConv2d,
+}
+
+impl GatedUpBlock {
+    pub fn new(cin: usize, cout: usize, hidden: usize, device: &burn::tensor::Device) -> Self {
+        Self {
+            conv1_upsample: GatedUpConv::new(cin, hidden, device),
+            conv2: GatedConv2d::new(hidden, cout, 3, 1, 1, GateActivation::Elu, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv2.forward(self.conv1_upsample.forward(x))
+    }
+}

@@ -1,0 +1,201 @@
+//! Named parameters: a module's tensors as `(name, data)` pairs in the
+//! PyTorch layout, and back. This is what lets an artifact be opened with
+//! `safetensors.torch.load_file` and lets public PyTorch weights be imported.
+//!
+//! burn and PyTorch differ in three places, handled here once: BatchNorm's
+//! `gamma`/`beta` are PyTorch's `weight`/`bias`; a Linear weight is stored
+//! `[in, out]` by burn and `[out, in]` by PyTorch; and some architectures
+//! rename fields (given as substring `renames` by the model's config).
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::error::{AtopError, Result};
+
+/// How a parameter is stored differently in the PyTorch layout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Same,
+    /// 2-D weight transposed.
+    Transposed,
+}
+
+/// Tracks the module path during a visit and turns it into a PyTorch name.
+#[derive(Default)]
+struct PathTracker {
+    names: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl PathTracker {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.names.push(name.to_string());
+        self.containers.push(container.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.names.pop();
+        self.containers.pop();
+    }
+
+    /// The PyTorch name and layout of the parameter at the current path.
+    fn torch_name(&self, renames: &[(&str, &str)]) -> (String, Layout) {
+        let parent = self
+            .containers
+            .iter()
+            .rev()
+            .nth(1)
+            .map(String::as_str)
+            .unwrap_or("");
+        let leaf = self.names.last().map(String::as_str).unwrap_or("");
+        let mut names = self.names.clone();
+        let mut layout = Layout::Same;
+        if parent.contains("BatchNorm") {
+            match leaf {
+                "gamma" => *names.last_mut().expect("non-empty path") = "weight".into(),
+                "beta" => *names.last_mut().expect("non-empty path") = "bias".into(),
+                _ => {}
+            }
+        }
+        if parent.contains("Linear") && leaf == "weight" {
+            layout = Layout::Transposed;
+        }
+        let mut name = format!(".{}.", names.join("."));
+        for (from, to) in renames {
+            name = name.replace(from, to);
+        }
+        (name.trim_matches('.').to_string(), layout)
+    }
+}
+
+fn to_torch_layout<const D: usize>(tensor: Tensor<D>, layout: Layout) -> TensorData {
+    match layout {
+        Layout::Same => tensor.into_data(),
+        Layout::Transposed => tensor.transpose().into_data(),
+    }
+}
+
+struct Exporter<'a> {
+    path: PathTracker,
+    renames: &'a [(&'a str, &'a str)],
+    out: Vec<(String, TensorData)>,
+}
+
+impl ModuleVisitor for Exporter<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (name, layout) = self.path.torch_name(self.renames);
+        let data = to_torch_layout(param.val(), layout).convert::<f32>();
+        self.out.push((name, data));
+    }
+}
+
+/// All float parameters and buffers of `module`, with PyTorch names, as f32.
+pub fn export_params<M: Module>(module: &M, renames: &[(&str, &str)]) -> Vec<(String, TensorData)> {
+    let mut exporter = Exporter {
+        path: PathTracker::default(),
+        renames,
+        out: Vec::new(),
+    };
+    module.visit(&mut exporter);
+    exporter.out
+}
+
+struct Importer<'a> {
+    path: PathTracker,
+    renames: &'a [(&'a str, &'a str)],
+    tensors: &'a BTreeMap<String, TensorData>,
+    used: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl ModuleMapper for Importer<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, layout) = self.path.torch_name(self.renames);
+        let Some(data) = self.tensors.get(&name) else {
+            self.errors.push(format!("missing tensor `{name}`"));
+            return param;
+        };
+        let mut expected: Vec<usize> = param.lazy_shape().to_vec();
+        if layout == Layout::Transposed {
+            expected.reverse();
+        }
+        if data.shape().as_slice() != expected.as_slice() {
+            self.errors.push(format!(
+                "tensor `{name}` has shape {:?}, the model needs {:?}",
+                data.shape().as_slice(),
+                expected
+            ));
+            return param;
+        }
+        self.used.push(name);
+        let device = param.lazy_device();
+        let tensor = Tensor::<D>::from_data(data.clone().convert::<f32>(), &device);
+        let tensor = match layout {
+            Layout::Same => tensor,
+            Layout::Transposed => tensor.transpose(),
+        };
+        let id: ParamId = param.id;
+        param.transform_for_load(tensor, id)
+    }
+}
+
+/// Loads every float parameter of `module` from `tensors` (PyTorch names).
+/// Fails, naming the tensors, when one is missing, has the wrong shape, or
+/// when `tensors` holds names the module does not have.
+pub fn import_params<M: Module>(
+    module: M,
+    tensors: &BTreeMap<String, TensorData>,
+    renames: &[(&str, &str)],
+) -> Result<M> {
+    let mut importer = Importer {
+        path: PathTracker::default(),
+        renames,
+        tensors,
+        used: Vec::new(),
+        errors: Vec::new(),
+    };
+    let module = module.map(&mut importer);
+    let mut errors = importer.errors;
+    let unused: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !importer.used.contains(k))
+        .collect();
+    if !unused.is_empty() {
+        errors.push(format!(
+            "{} tensor(s) the model does not have, e.g. `{}`",
+            unused.len(),
+            unused[0]
+        ));
+    }
+    if errors.is_empty() {
+        Ok(module)
+    } else {
+        let more = if errors.len() > 3 {
+            format!(" (and {} more problems)", errors.len() - 3)
+        } else {
+            String::new()
+        };
+        Err(AtopError::tensor(
+            "model weights",
+            format!("do not match the architecture: {}{more}", errors[..errors.len().min(3)].join("; ")),
+        ))
+    }
+}
