@@ -42,24 +42,28 @@ impl PathTracker {
 
     /// The PyTorch name and layout of the parameter at the current path.
     fn torch_name(&self, renames: &[(&str, &str)]) -> (String, Layout) {
-        let parent = self
-            .containers
-            .iter()
-            .rev()
-            .nth(1)
-            .map(String::as_str)
-            .unwrap_or("");
+        // `containers[i]` is the type that holds field `names[i]`; the leaf's
+        // owner is therefore the last container.
+        let owner = self.containers.last().map(String::as_str).unwrap_or("");
         let leaf = self.names.last().map(String::as_str).unwrap_or("");
-        let mut names = self.names.clone();
+        // Enum variants (Classifier::SmallCnn, Purifier::Gan) are not part
+        // of the PyTorch names: the manifest says which variant it is.
+        let mut names: Vec<String> = self
+            .names
+            .iter()
+            .zip(&self.containers)
+            .filter(|(_, container)| !container.starts_with("Enum:"))
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut layout = Layout::Same;
-        if parent.contains("BatchNorm") {
+        if owner == "Struct:BatchNorm" {
             match leaf {
                 "gamma" => *names.last_mut().expect("non-empty path") = "weight".into(),
                 "beta" => *names.last_mut().expect("non-empty path") = "bias".into(),
                 _ => {}
             }
         }
-        if parent.contains("Linear") && leaf == "weight" {
+        if owner == "Struct:Linear" && leaf == "weight" {
             layout = Layout::Transposed;
         }
         let mut name = format!(".{}.", names.join("."));
@@ -150,7 +154,9 @@ impl ModuleMapper for Importer<'_> {
         let tensor = Tensor::<D>::from_data(data.clone().convert::<f32>(), &device);
         let tensor = match layout {
             Layout::Same => tensor,
-            Layout::Transposed => tensor.transpose(),
+            // Re-materialise so the parameter is contiguous, as a freshly
+            // initialised one is (a strided view takes another matmul path).
+            Layout::Transposed => Tensor::from_data(tensor.transpose().into_data(), &device),
         };
         let id: ParamId = param.id;
         param.transform_for_load(tensor, id)

@@ -1,0 +1,60 @@
+use atop::model::classifier::SmallCnnConfig;
+use atop::model::{AutoencoderConfig, ClassifierConfig, InpainterConfig, Normalization, PurifierConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// Deterministic pseudo-random images in [0,1].
+pub fn images(dims: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+    let n: usize = dims.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32) / ((1u64 << 24) as f32)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, dims), device)
+}
+
+pub fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor")
+}
+
+pub fn values2(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor")
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn small_cnn_fmnist() -> ClassifierConfig {
+    ClassifierConfig::SmallCnn(SmallCnnConfig {
+        width: 8,
+        ..SmallCnnConfig::fashion_mnist()
+    })
+}
+
+pub fn small_gan(channels: usize) -> PurifierConfig {
+    PurifierConfig::Gan(InpainterConfig {
+        image_channels: channels,
+        cnum: 8,
+        ..InpainterConfig::default()
+    })
+}
+
+pub fn small_ae(channels: usize) -> PurifierConfig {
+    PurifierConfig::Ae(AutoencoderConfig {
+        image_channels: channels,
+        width: 8,
+    })
+}
+
+#[allow(dead_code)]
+pub fn identity_norm(c: usize) -> Normalization {
+    Normalization::identity(c)
+}

@@ -1,0 +1,7 @@
+//! Tests of the shared crate: transforms, models, defense, artifact.
+
+mod artifact;
+mod common;
+mod defense;
+mod models;
+mod transform;
