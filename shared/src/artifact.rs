@@ -132,8 +132,12 @@ impl StoredTensor {
     /// Little-endian bytes, as safetensors stores them.
     fn bytes(&self) -> Vec<u8> {
         match self {
-            StoredTensor::F32 { values, .. } => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            StoredTensor::I64 { values, .. } => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            StoredTensor::F32 { values, .. } => {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            StoredTensor::I64 { values, .. } => {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
         }
     }
 
@@ -148,8 +152,12 @@ impl StoredTensor {
 
     fn to_data(&self, name: &str) -> Result<TensorData> {
         match self {
-            StoredTensor::F32 { shape, values } => Ok(TensorData::new(values.clone(), shape.clone())),
-            StoredTensor::I64 { .. } => Err(AtopError::tensor(name, "is i64 where weights must be f32")),
+            StoredTensor::F32 { shape, values } => {
+                Ok(TensorData::new(values.clone(), shape.clone()))
+            }
+            StoredTensor::I64 { .. } => {
+                Err(AtopError::tensor(name, "is i64 where weights must be f32"))
+            }
         }
     }
 }
@@ -210,7 +218,10 @@ impl Artifact {
         let mut tensors = BTreeMap::new();
         if let Some(model) = classifier {
             let config = manifest.classifier.as_ref().ok_or_else(|| {
-                AtopError::artifact("(new)", "a classifier was given but the manifest has no classifier config")
+                AtopError::artifact(
+                    "(new)",
+                    "a classifier was given but the manifest has no classifier config",
+                )
             })?;
             for (name, data) in export_params(model, config.torch_renames()) {
                 let full = format!("{CLASSIFIER_PREFIX}{name}");
@@ -230,7 +241,13 @@ impl Artifact {
             }
         }
         if let Some(samples) = samples {
-            let n = samples.images.shape().as_slice().first().copied().unwrap_or(0);
+            let n = samples
+                .images
+                .shape()
+                .as_slice()
+                .first()
+                .copied()
+                .unwrap_or(0);
             if samples.images.shape().num_dims() != 4 || n != samples.labels.len() {
                 return Err(AtopError::shape(
                     "sample images",
@@ -259,8 +276,9 @@ impl Artifact {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut manifest = self.manifest.clone();
         manifest.payload_sha256 = payload_sha256(&self.tensors);
-        let json = serde_json::to_string(&manifest)
-            .map_err(|e| AtopError::artifact("(write)", format!("manifest does not serialise: {e}")))?;
+        let json = serde_json::to_string(&manifest).map_err(|e| {
+            AtopError::artifact("(write)", format!("manifest does not serialise: {e}"))
+        })?;
         let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
             .tensors
             .iter()
@@ -284,13 +302,19 @@ impl Artifact {
     pub fn from_bytes(bytes: &[u8], source_name: &str) -> Result<Self> {
         let err = |reason: String| AtopError::artifact(source_name, reason);
         let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
-            err(format!("is not a readable safetensors file (truncated or corrupted?): {e}"))
+            err(format!(
+                "is not a readable safetensors file (truncated or corrupted?): {e}"
+            ))
         })?;
         let json = metadata
             .metadata()
             .as_ref()
             .and_then(|m| m.get(MANIFEST_KEY))
-            .ok_or_else(|| err(format!("has no `{MANIFEST_KEY}` manifest in its header: not an atop artifact")))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "has no `{MANIFEST_KEY}` manifest in its header: not an atop artifact"
+                ))
+            })?;
         // Read the version first, so an artifact from another version gets a
         // version error rather than a schema error.
         let version = serde_json::from_str::<serde_json::Value>(json)
@@ -306,7 +330,9 @@ impl Artifact {
         let manifest: Manifest = serde_json::from_str(json)
             .map_err(|e| err(format!("manifest does not match the format: {e}")))?;
         let file = SafeTensors::deserialize(bytes).map_err(|e| {
-            err(format!("is not a readable safetensors file (truncated or corrupted?): {e}"))
+            err(format!(
+                "is not a readable safetensors file (truncated or corrupted?): {e}"
+            ))
         })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.tensors() {
@@ -327,7 +353,11 @@ impl Artifact {
                         .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
                         .collect(),
                 },
-                other => return Err(err(format!("tensor `{name}` has dtype {other:?}; only F32 and I64 are used"))),
+                other => {
+                    return Err(err(format!(
+                        "tensor `{name}` has dtype {other:?}; only F32 and I64 are used"
+                    )));
+                }
             };
             tensors.insert(name, tensor);
         }
@@ -353,33 +383,56 @@ impl Artifact {
     /// Builds the classifier the manifest describes and loads its weights.
     pub fn classifier(&self, device: &Device, source_name: &str) -> Result<Classifier> {
         let config = self.manifest.classifier.as_ref().ok_or_else(|| {
-            AtopError::artifact(source_name, "holds no classifier (manifest field `classifier` is empty)")
+            AtopError::artifact(
+                source_name,
+                "holds no classifier (manifest field `classifier` is empty)",
+            )
         })?;
         let model = config.init(device)?;
-        import_params(model, &self.prefixed(CLASSIFIER_PREFIX)?, config.torch_renames()).map_err(|e| {
-            AtopError::artifact(source_name, format!("the classifier its manifest names does not match its tensors: {e}"))
+        import_params(
+            model,
+            &self.prefixed(CLASSIFIER_PREFIX)?,
+            config.torch_renames(),
+        )
+        .map_err(|e| {
+            AtopError::artifact(
+                source_name,
+                format!("the classifier its manifest names does not match its tensors: {e}"),
+            )
         })
     }
 
     /// Builds the purifier the manifest describes and loads its weights.
     pub fn purifier(&self, device: &Device, source_name: &str) -> Result<Purifier> {
         let config = self.manifest.purifier.as_ref().ok_or_else(|| {
-            AtopError::artifact(source_name, "holds no purifier (manifest field `purifier` is empty)")
+            AtopError::artifact(
+                source_name,
+                "holds no purifier (manifest field `purifier` is empty)",
+            )
         })?;
         let model = config.init(device)?;
         import_params(model, &self.prefixed(PURIFIER_PREFIX)?, &[]).map_err(|e| {
-            AtopError::artifact(source_name, format!("the purifier its manifest names does not match its tensors: {e}"))
+            AtopError::artifact(
+                source_name,
+                format!("the purifier its manifest names does not match its tensors: {e}"),
+            )
         })
     }
 
     /// The bundled sample images, if any.
     pub fn samples(&self, source_name: &str) -> Result<Option<Samples>> {
-        let (Some(images), Some(labels)) = (self.tensors.get(SAMPLE_IMAGES), self.tensors.get(SAMPLE_LABELS)) else {
+        let (Some(images), Some(labels)) = (
+            self.tensors.get(SAMPLE_IMAGES),
+            self.tensors.get(SAMPLE_LABELS),
+        ) else {
             return Ok(None);
         };
         let images = images.to_data(SAMPLE_IMAGES)?;
         let StoredTensor::I64 { values: labels, .. } = labels else {
-            return Err(AtopError::artifact(source_name, format!("`{SAMPLE_LABELS}` must be i64")));
+            return Err(AtopError::artifact(
+                source_name,
+                format!("`{SAMPLE_LABELS}` must be i64"),
+            ));
         };
         if images.shape().num_dims() != 4 || images.shape().as_slice()[0] != labels.len() {
             return Err(AtopError::artifact(

@@ -71,9 +71,8 @@ impl Defense {
                 None => part,
             });
         }
-        let purified = purified.ok_or_else(|| {
-            AtopError::config("transform", "the draw has no purifier pass")
-        })?;
+        let purified = purified
+            .ok_or_else(|| AtopError::config("transform", "the draw has no purifier pass"))?;
         Ok(DefenseOutputParts {
             transformed,
             purified,

@@ -36,7 +36,11 @@ impl AtopError {
         }
     }
 
-    pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, got: &[usize]) -> Self {
+    pub(crate) fn shape(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        got: &[usize],
+    ) -> Self {
         AtopError::Shape {
             what: what.into(),
             expected: expected.into(),

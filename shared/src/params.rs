@@ -201,7 +201,10 @@ pub fn import_params<M: Module>(
         };
         Err(AtopError::tensor(
             "model weights",
-            format!("do not match the architecture: {}{more}", errors[..errors.len().min(3)].join("; ")),
+            format!(
+                "do not match the architecture: {}{more}",
+                errors[..errors.len().min(3)].join("; ")
+            ),
         ))
     }
 }

@@ -122,7 +122,7 @@ impl TransformConfig {
                 format!("must be finite and >= 0, got {}", self.noise_sigma),
             ));
         }
-        if self.grid == 0 || height % self.grid != 0 || width % self.grid != 0 {
+        if self.grid == 0 || !height.is_multiple_of(self.grid) || !width.is_multiple_of(self.grid) {
             return Err(AtopError::config(
                 "transform.grid",
                 format!(
@@ -267,7 +267,10 @@ impl TransformDraw {
     /// The pixel mask of one pass as a tensor `[n, 1, h, w]`.
     pub fn mask(&self, pass: usize, device: &Device) -> Tensor<4> {
         let [n, _, h, w] = self.dims;
-        Tensor::from_data(TensorData::new(self.masks[pass].clone(), [n, 1, h, w]), device)
+        Tensor::from_data(
+            TensorData::new(self.masks[pass].clone(), [n, 1, h, w]),
+            device,
+        )
     }
 
     /// The noise of one pass as a tensor `[n, c, h, w]`, if the transform adds any.

@@ -3,8 +3,8 @@
 //! a masked autoencoder from other work; this is the simpler conv AE.)
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -114,7 +114,9 @@ impl ConvAutoencoder {
         let input = PurifierInput::new(image, mask, self.image_channels, 4)?;
         let e1 = self.enc1.forward(input.network_input()); // [n, w, H, W]
         let e2 = self.enc2.forward(relu(self.down1.forward(e1.clone()))); // [n, 2w, H/2, W/2]
-        let b = self.bottleneck.forward(relu(self.down2.forward(e2.clone()))); // [n, 4w, H/4, W/4]
+        let b = self
+            .bottleneck
+            .forward(relu(self.down2.forward(e2.clone()))); // [n, 4w, H/4, W/4]
         let u2 = relu(self.up2.forward(upsample_nearest2(b))); // [n, 2w, H/2, W/2]
         let d2 = self.dec2.forward(Tensor::cat(vec![u2, e2], 1)); // [n, 2w, H/2, W/2]
         let u1 = relu(self.up1.forward(upsample_nearest2(d2))); // [n, w, H, W]

@@ -44,7 +44,15 @@ impl DiscriminatorConfig {
             ));
         }
         let c = self.cnum;
-        let widths = [self.image_channels + 1, c, 2 * c, 4 * c, 4 * c, 4 * c, 4 * c];
+        let widths = [
+            self.image_channels + 1,
+            c,
+            2 * c,
+            4 * c,
+            4 * c,
+            4 * c,
+            4 * c,
+        ];
         let conv = |i: usize| SpectralNormConv2d::new(widths[i], widths[i + 1], 5, device);
         Ok(Discriminator {
             conv1: conv(0),
@@ -108,7 +116,13 @@ impl SpectralNormConv2d {
         let w2 = w.clone().reshape([cout, cin * k * k]);
         let w2_const = w2.clone().detach();
         let mut u = self.weight_u.value().to_device(&device).detach();
-        let v = l2_normalize(w2_const.clone().transpose().matmul(u.clone().unsqueeze_dim(1)).squeeze_dim(1));
+        let v = l2_normalize(
+            w2_const
+                .clone()
+                .transpose()
+                .matmul(u.clone().unsqueeze_dim(1))
+                .squeeze_dim(1),
+        );
         if device.is_autodiff() {
             u = l2_normalize(w2_const.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
             self.weight_u.update(u.clone().detach());
@@ -152,7 +166,10 @@ impl Discriminator {
         if c != self.image_channels || mask.dims() != [n, 1, h, w] {
             return Err(AtopError::shape(
                 "discriminator input",
-                format!("image [n, {}, h, w] and mask [n, 1, h, w]", self.image_channels),
+                format!(
+                    "image [n, {}, h, w] and mask [n, 1, h, w]",
+                    self.image_channels
+                ),
                 &image.dims(),
             ));
         }

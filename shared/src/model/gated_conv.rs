@@ -43,7 +43,11 @@ impl GatedConv2d {
         device: &burn::tensor::Device,
     ) -> Self {
         let gated = activation != GateActivation::None;
-        let conv_out = if gated { 2 * channels_out } else { channels_out };
+        let conv_out = if gated {
+            2 * channels_out
+        } else {
+            channels_out
+        };
         let pad = dilation * (kernel - 1) / 2;
         // Kaiming-uniform on fan-out with the ReLU gain, as the reference does
         // for activated layers; biases start at zero.
@@ -95,7 +99,15 @@ pub struct GatedUpConv {
 impl GatedUpConv {
     pub fn new(channels_in: usize, channels_out: usize, device: &burn::tensor::Device) -> Self {
         Self {
-            conv: GatedConv2d::new(channels_in, channels_out, 3, 1, 1, GateActivation::Elu, device),
+            conv: GatedConv2d::new(
+                channels_in,
+                channels_out,
+                3,
+                1,
+                1,
+                GateActivation::Elu,
+                device,
+            ),
         }
     }
 

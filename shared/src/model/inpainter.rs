@@ -47,7 +47,7 @@ impl InpainterConfig {
                 format!("must be 1 or 3, got {}", self.image_channels),
             ));
         }
-        if self.cnum < 4 || self.cnum % 4 != 0 {
+        if self.cnum < 4 || !self.cnum.is_multiple_of(4) {
             return Err(AtopError::config(
                 "purifier.cnum",
                 format!("must be a multiple of 4 and at least 4, got {}", self.cnum),
@@ -59,7 +59,10 @@ impl InpainterConfig {
             .chain(&self.refine_dilations)
             .any(|&d| d == 0)
         {
-            return Err(AtopError::config("purifier.dilations", "dilations must be >= 1"));
+            return Err(AtopError::config(
+                "purifier.dilations",
+                "dilations must be >= 1",
+            ));
         }
         Ok(())
     }
@@ -273,7 +276,9 @@ impl InpaintGenerator {
         // Paste the coarse result into the holes only.
         let hole = input.mask.clone();
         let blended = x1.clone() * hole.clone() + masked * hole.neg().add_scalar(1.0);
-        let x2 = self.stage2.forward(blended, input.mask.clone(), &self.attention)?;
+        let x2 = self
+            .stage2
+            .forward(blended, input.mask.clone(), &self.attention)?;
         Ok(InpainterOutput {
             coarse: input.crop(signed_to_unit(x1)),
             refined: input.crop(signed_to_unit(x2)),

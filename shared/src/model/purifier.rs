@@ -36,6 +36,8 @@ impl PurifierConfig {
 }
 
 /// A purifier of either kind.
+// A program holds one or two of these; boxing variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Purifier {
     Gan(InpaintGenerator),

@@ -52,7 +52,10 @@ impl PurifierInput {
                 &mask.dims(),
             ));
         }
-        let (ph, pw) = (h.div_ceil(multiple) * multiple, w.div_ceil(multiple) * multiple);
+        let (ph, pw) = (
+            h.div_ceil(multiple) * multiple,
+            w.div_ceil(multiple) * multiple,
+        );
         let device = image.device();
         let frame = Tensor::<4>::ones([n, 1, h, w], &device);
         let (image, mask, frame) = if (ph, pw) == (h, w) {

@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
 
-use atop::artifact::{Artifact, DatasetInfo, FORMAT_VERSION, Manifest, Metric, Samples, StoredTensor};
-use atop::model::classifier::SmallCnnConfig;
+use atop::artifact::{
+    Artifact, DatasetInfo, FORMAT_VERSION, Manifest, Metric, Samples, StoredTensor,
+};
 use atop::model::ClassifierConfig;
+use atop::model::classifier::SmallCnnConfig;
 use atop::transform::TransformConfig;
 use burn::tensor::TensorData;
 
@@ -17,7 +19,10 @@ fn example() -> (Artifact, atop::model::Classifier, atop::model::Purifier) {
     let manifest = Manifest {
         classifier: Some(classifier_cfg),
         purifier: Some(purifier_cfg),
-        transform: Some(TransformConfig { grid: 7, ..TransformConfig::rt2() }),
+        transform: Some(TransformConfig {
+            grid: 7,
+            ..TransformConfig::rt2()
+        }),
         dataset: Some(DatasetInfo {
             name: "fashion-mnist".into(),
             image_shape: [1, 28, 28],
@@ -37,7 +42,8 @@ fn example() -> (Artifact, atop::model::Classifier, atop::model::Purifier) {
         images: images([3, 1, 28, 28], 9, &d).into_data(),
         labels: vec![0, 4, 9],
     };
-    let artifact = Artifact::new(manifest, Some(&classifier), Some(&purifier), Some(&samples)).unwrap();
+    let artifact =
+        Artifact::new(manifest, Some(&classifier), Some(&purifier), Some(&samples)).unwrap();
     (artifact, classifier, purifier)
 }
 
@@ -50,11 +56,18 @@ fn round_trip_gives_identical_tensors_manifest_and_outputs() {
     assert_eq!(loaded, artifact);
     assert_eq!(loaded.manifest.payload_sha256.len(), 64);
     assert!(loaded.tensors.contains_key("classifier.fc1.weight"));
-    assert!(loaded.tensors.contains_key("purifier.stage1.conv1.conv.weight"));
+    assert!(
+        loaded
+            .tensors
+            .contains_key("purifier.stage1.conv1.conv.weight")
+    );
 
     let x = images([2, 1, 28, 28], 1, &d);
     let c2 = loaded.classifier(&d, "mem").unwrap();
-    assert_eq!(values2(c2.forward(x.clone()).unwrap()), values2(classifier.forward(x.clone()).unwrap()));
+    assert_eq!(
+        values2(c2.forward(x.clone()).unwrap()),
+        values2(classifier.forward(x.clone()).unwrap())
+    );
     let p2 = loaded.purifier(&d, "mem").unwrap();
     let mask = images([2, 1, 28, 28], 2, &d).greater_elem(0.5).float();
     assert_eq!(
@@ -70,7 +83,9 @@ fn round_trip_gives_identical_tensors_manifest_and_outputs() {
 fn truncated_artifact_is_a_clear_error() {
     let bytes = example().0.to_bytes().unwrap();
     for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
-        let err = Artifact::from_bytes(&bytes[..cut], "model.safetensors").unwrap_err().to_string();
+        let err = Artifact::from_bytes(&bytes[..cut], "model.safetensors")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
         assert!(err.contains("truncated or corrupted"), "cut {cut}: {err}");
     }
@@ -81,7 +96,9 @@ fn a_changed_weight_fails_the_hash_check() {
     let mut bytes = example().0.to_bytes().unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x55;
-    let err = Artifact::from_bytes(&bytes, "model.safetensors").unwrap_err().to_string();
+    let err = Artifact::from_bytes(&bytes, "model.safetensors")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("payload hash mismatch"), "{err}");
 }
 
@@ -94,22 +111,35 @@ fn with_manifest(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
         // Not representable as a Manifest: write the raw JSON ourselves.
         Err(_) => return raw_file(&artifact.tensors, &json.to_string()),
     };
-    Artifact { manifest, tensors: artifact.tensors }.to_bytes().unwrap()
+    Artifact {
+        manifest,
+        tensors: artifact.tensors,
+    }
+    .to_bytes()
+    .unwrap()
 }
 
 fn raw_file(tensors: &BTreeMap<String, StoredTensor>, json: &str) -> Vec<u8> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .filter_map(|(n, t)| match t {
-            StoredTensor::F32 { shape, values } => {
-                Some((n.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-            }
+            StoredTensor::F32 { shape, values } => Some((
+                n.clone(),
+                shape.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )),
             StoredTensor::I64 { .. } => None,
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     let meta = std::collections::HashMap::from([("atop".to_string(), json.to_string())]);
     safetensors::serialize(views, Some(meta)).unwrap()
@@ -118,52 +148,96 @@ fn raw_file(tensors: &BTreeMap<String, StoredTensor>, json: &str) -> Vec<u8> {
 #[test]
 fn a_wrong_format_version_is_named() {
     let bytes = with_manifest(|m| m["format_version"] = serde_json::json!(FORMAT_VERSION + 1));
-    let err = Artifact::from_bytes(&bytes, "old.safetensors").unwrap_err().to_string();
-    assert!(err.contains("old.safetensors") && err.contains("format version"), "{err}");
+    let err = Artifact::from_bytes(&bytes, "old.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("old.safetensors") && err.contains("format version"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_manifest_naming_another_model_is_rejected_when_loading_it() {
     let d = device();
     let bytes = with_manifest(|m| {
-        let cfg = ClassifierConfig::SmallCnn(SmallCnnConfig { width: 16, ..SmallCnnConfig::fashion_mnist() });
+        let cfg = ClassifierConfig::SmallCnn(SmallCnnConfig {
+            width: 16,
+            ..SmallCnnConfig::fashion_mnist()
+        });
         m["classifier"] = serde_json::to_value(cfg).unwrap();
     });
     let artifact = Artifact::from_bytes(&bytes, "mixed.safetensors").unwrap();
-    let err = artifact.classifier(&d, "mixed.safetensors").unwrap_err().to_string();
-    assert!(err.contains("mixed.safetensors") && err.contains("does not match"), "{err}");
-    assert!(err.contains("conv1.weight"), "the error names a tensor: {err}");
+    let err = artifact
+        .classifier(&d, "mixed.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mixed.safetensors") && err.contains("does not match"),
+        "{err}"
+    );
+    assert!(
+        err.contains("conv1.weight"),
+        "the error names a tensor: {err}"
+    );
 
     let bytes = with_manifest(|m| m["purifier"] = serde_json::to_value(small_ae(1)).unwrap());
     let artifact = Artifact::from_bytes(&bytes, "mixed.safetensors").unwrap();
-    let err = artifact.purifier(&d, "mixed.safetensors").unwrap_err().to_string();
-    assert!(err.contains("purifier") && err.contains("does not match"), "{err}");
+    let err = artifact
+        .purifier(&d, "mixed.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("purifier") && err.contains("does not match"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_file_without_a_manifest_or_with_a_broken_one_is_named() {
     let (artifact, ..) = example();
     let plain = safetensors::serialize(
-        vec![("x", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap())],
+        vec![(
+            "x",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0])
+                .unwrap(),
+        )],
         None,
     )
     .unwrap();
-    let err = Artifact::from_bytes(&plain, "other.safetensors").unwrap_err().to_string();
+    let err = Artifact::from_bytes(&plain, "other.safetensors")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not an atop artifact"), "{err}");
     let broken = raw_file(&artifact.tensors, "{not json");
-    let err = Artifact::from_bytes(&broken, "b.safetensors").unwrap_err().to_string();
+    let err = Artifact::from_bytes(&broken, "b.safetensors")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not valid JSON"), "{err}");
     let unknown = with_manifest(|m| m["surprise"] = serde_json::json!(1));
-    let err = Artifact::from_bytes(&unknown, "u.safetensors").unwrap_err().to_string();
-    assert!(err.contains("does not match the format") && err.contains("surprise"), "{err}");
+    let err = Artifact::from_bytes(&unknown, "u.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not match the format") && err.contains("surprise"),
+        "{err}"
+    );
 }
 
 #[test]
 fn samples_must_match_their_labels() {
     let d = device();
     let classifier = small_cnn_fmnist().init(&d).unwrap();
-    let manifest = Manifest { classifier: Some(small_cnn_fmnist()), ..Manifest::default() };
-    let samples = Samples { images: TensorData::new(vec![0f32; 2 * 784], [2, 1, 28, 28]), labels: vec![1] };
-    let err = Artifact::new(manifest, Some(&classifier), None, Some(&samples)).unwrap_err().to_string();
+    let manifest = Manifest {
+        classifier: Some(small_cnn_fmnist()),
+        ..Manifest::default()
+    };
+    let samples = Samples {
+        images: TensorData::new(vec![0f32; 2 * 784], [2, 1, 28, 28]),
+        labels: vec![1],
+    };
+    let err = Artifact::new(manifest, Some(&classifier), None, Some(&samples))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sample images"), "{err}");
 }

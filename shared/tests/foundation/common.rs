@@ -1,5 +1,7 @@
 use atop::model::classifier::SmallCnnConfig;
-use atop::model::{AutoencoderConfig, ClassifierConfig, InpainterConfig, Normalization, PurifierConfig};
+use atop::model::{
+    AutoencoderConfig, ClassifierConfig, InpainterConfig, Normalization, PurifierConfig,
+};
 use burn::tensor::{Device, Tensor, TensorData};
 
 pub fn device() -> Device {
@@ -9,10 +11,14 @@ pub fn device() -> Device {
 /// Deterministic pseudo-random images in [0,1].
 pub fn images(dims: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
     let n: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let values: Vec<f32> = (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32) / ((1u64 << 24) as f32)
         })
         .collect();
@@ -29,7 +35,10 @@ pub fn values2(t: Tensor<2>) -> Vec<f32> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn small_cnn_fmnist() -> ClassifierConfig {

@@ -77,7 +77,10 @@ fn gated_conv_matches_golden_dilated_values() {
         TensorData::new(g.weight.clone(), g.weight_shape),
         TensorData::new(g.bias.clone(), [cout2]),
     );
-    let y = conv.forward(Tensor::from_data(TensorData::new(g.input, g.input_shape), &d));
+    let y = conv.forward(Tensor::from_data(
+        TensorData::new(g.input, g.input_shape),
+        &d,
+    ));
     assert_eq!(y.dims(), g.output_shape);
     let err = max_abs_diff(&values(y), &g.output);
     assert!(err < 1e-5, "max error {err}");
@@ -89,7 +92,12 @@ fn contextual_attention_matches_golden_values_per_sample() {
     let d = device();
     let f = Tensor::<4>::from_data(TensorData::new(g.features, g.features_shape), &d);
     let mask = Tensor::<4>::from_data(TensorData::new(g.mask, g.mask_shape), &d);
-    let out = contextual_attention(f.clone(), mask.clone(), &ContextualAttentionConfig::default()).unwrap();
+    let out = contextual_attention(
+        f.clone(),
+        mask.clone(),
+        &ContextualAttentionConfig::default(),
+    )
+    .unwrap();
     assert_eq!(out.dims(), g.output_shape);
     let err = max_abs_diff(&values(out.clone()), &g.output);
     assert!(err < 1e-4, "max error {err}");
@@ -110,13 +118,21 @@ fn contextual_attention_matches_golden_values_per_sample() {
 fn contextual_attention_rejects_odd_features_and_wrong_masks() {
     let d = device();
     let cfg = ContextualAttentionConfig::default();
-    let err = contextual_attention(images([1, 2, 7, 7], 0, &d), images([1, 1, 28, 28], 0, &d), &cfg)
-        .unwrap_err()
-        .to_string();
+    let err = contextual_attention(
+        images([1, 2, 7, 7], 0, &d),
+        images([1, 1, 28, 28], 0, &d),
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("even"), "{err}");
-    let err = contextual_attention(images([1, 2, 8, 8], 0, &d), images([1, 1, 16, 16], 0, &d), &cfg)
-        .unwrap_err()
-        .to_string();
+    let err = contextual_attention(
+        images([1, 2, 8, 8], 0, &d),
+        images([1, 1, 16, 16], 0, &d),
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("mask"), "{err}");
 }
 
@@ -125,11 +141,18 @@ fn check_purifier(cfg: &PurifierConfig, dims: [usize; 4]) {
     let d = device();
     let purifier = cfg.init(&d).unwrap();
     let x = images(dims, 1, &d);
-    let mask = images([dims[0], 1, dims[2], dims[3]], 2, &d).greater_elem(0.7).float();
-    let out = purifier.purify(x * mask.clone().neg().add_scalar(1.0), mask).unwrap();
+    let mask = images([dims[0], 1, dims[2], dims[3]], 2, &d)
+        .greater_elem(0.7)
+        .float();
+    let out = purifier
+        .purify(x * mask.clone().neg().add_scalar(1.0), mask)
+        .unwrap();
     assert_eq!(out.image.dims(), dims);
     let v = values(out.image);
-    assert!(v.iter().all(|p| p.is_finite() && (0.0..=1.0).contains(p)), "{cfg:?} at {dims:?}");
+    assert!(
+        v.iter().all(|p| p.is_finite() && (0.0..=1.0).contains(p)),
+        "{cfg:?} at {dims:?}"
+    );
 }
 
 #[test]
@@ -159,7 +182,9 @@ fn purifier_rejects_wrong_channels_and_mask_shapes() {
 #[test]
 fn full_width_generator_has_about_4_05m_parameters() {
     let d = device();
-    let g = PurifierConfig::Gan(InpainterConfig::default()).init(&d).unwrap();
+    let g = PurifierConfig::Gan(InpainterConfig::default())
+        .init(&d)
+        .unwrap();
     let n = g.num_params();
     assert!((4_000_000..4_100_000).contains(&n), "{n} parameters");
 }
@@ -169,7 +194,10 @@ fn full_width_generator_has_about_4_05m_parameters() {
 #[test]
 #[ignore]
 fn full_width_generator_at_256x256() {
-    check_purifier(&PurifierConfig::Gan(InpainterConfig::default()), [1, 3, 256, 256]);
+    check_purifier(
+        &PurifierConfig::Gan(InpainterConfig::default()),
+        [1, 3, 256, 256],
+    );
 }
 
 fn check_classifier(cfg: &ClassifierConfig, dims: [usize; 4]) {
@@ -251,12 +279,32 @@ fn classifier_sizes_and_names_match_the_pytorch_references() {
         ..WideResNetConfig::wrn_28_10()
     };
     let wrn_names = names(&ClassifierConfig::WideResnet(small));
-    for expected in ["conv1.weight", "block1.layer.0.bn1.weight", "block2.layer.0.convShortcut.weight", "bn1.running_var", "fc.weight"] {
-        assert!(wrn_names.iter().any(|n| n == expected), "missing {expected} in {wrn_names:?}");
+    for expected in [
+        "conv1.weight",
+        "block1.layer.0.bn1.weight",
+        "block2.layer.0.convShortcut.weight",
+        "bn1.running_var",
+        "fc.weight",
+    ] {
+        assert!(
+            wrn_names.iter().any(|n| n == expected),
+            "missing {expected} in {wrn_names:?}"
+        );
     }
-    let resnet_names = names(&ClassifierConfig::ResNet18(ResNet18Config { width: 8, ..ResNet18Config::cifar10() }));
-    for expected in ["layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.running_mean", "linear.weight", "bn1.bias"] {
-        assert!(resnet_names.iter().any(|n| n == expected), "missing {expected}");
+    let resnet_names = names(&ClassifierConfig::ResNet18(ResNet18Config {
+        width: 8,
+        ..ResNet18Config::cifar10()
+    }));
+    for expected in [
+        "layer2.0.shortcut.0.weight",
+        "layer2.0.shortcut.1.running_mean",
+        "linear.weight",
+        "bn1.bias",
+    ] {
+        assert!(
+            resnet_names.iter().any(|n| n == expected),
+            "missing {expected}"
+        );
     }
     // Linear weights are stored [out, in] as in PyTorch.
     let cnn = small_cnn_fmnist();
@@ -288,24 +336,47 @@ fn inpainter_names_follow_the_public_deepfillv2() {
 #[test]
 fn bad_model_configs_are_errors() {
     let d = device();
-    let bad_gan = PurifierConfig::Gan(InpainterConfig { cnum: 6, ..InpainterConfig::default() });
+    let bad_gan = PurifierConfig::Gan(InpainterConfig {
+        cnum: 6,
+        ..InpainterConfig::default()
+    });
     assert!(bad_gan.init(&d).unwrap_err().to_string().contains("cnum"));
     let bad_norm = ClassifierConfig::SmallCnn(SmallCnnConfig {
-        normalization: Normalization { mean: vec![0.5], std: vec![0.0] },
+        normalization: Normalization {
+            mean: vec![0.5],
+            std: vec![0.0],
+        },
         ..SmallCnnConfig::fashion_mnist()
     });
-    assert!(bad_norm.init(&d).unwrap_err().to_string().contains("normalization"));
-    let bad_wrn = ClassifierConfig::WideResnet(WideResNetConfig { depth: 27, ..WideResNetConfig::wrn_28_10() });
+    assert!(
+        bad_norm
+            .init(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("normalization")
+    );
+    let bad_wrn = ClassifierConfig::WideResnet(WideResNetConfig {
+        depth: 27,
+        ..WideResNetConfig::wrn_28_10()
+    });
     assert!(bad_wrn.init(&d).unwrap_err().to_string().contains("depth"));
     let model = small_cnn_fmnist().init(&d).unwrap();
-    let err = model.forward(images([1, 1, 32, 32], 0, &d)).unwrap_err().to_string();
+    let err = model
+        .forward(images([1, 1, 32, 32], 0, &d))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("classifier input"), "{err}");
 }
 
 #[test]
 fn discriminator_scores_patches() {
     let d = device();
-    let disc = DiscriminatorConfig { image_channels: 3, cnum: 8 }.init(&d).unwrap();
+    let disc = DiscriminatorConfig {
+        image_channels: 3,
+        cnum: 8,
+    }
+    .init(&d)
+    .unwrap();
     let scores = disc
         .forward(images([2, 3, 32, 32], 0, &d), images([2, 1, 32, 32], 1, &d))
         .unwrap();
@@ -319,9 +390,13 @@ fn spectral_norm(w: &[f32], rows: usize, cols: usize) -> f32 {
     let mut v = vec![1.0f32; cols];
     let mut sigma = 0.0;
     for _ in 0..500 {
-        let u: Vec<f32> = (0..rows).map(|r| (0..cols).map(|c| w[r * cols + c] * v[c]).sum()).collect();
+        let u: Vec<f32> = (0..rows)
+            .map(|r| (0..cols).map(|c| w[r * cols + c] * v[c]).sum())
+            .collect();
         let nu = u.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let wtu: Vec<f32> = (0..cols).map(|c| (0..rows).map(|r| w[r * cols + c] * u[r] / nu).sum()).collect();
+        let wtu: Vec<f32> = (0..cols)
+            .map(|c| (0..rows).map(|r| w[r * cols + c] * u[r] / nu).sum())
+            .collect();
         sigma = wtu.iter().map(|x| x * x).sum::<f32>().sqrt();
         v = wtu.iter().map(|x| x / sigma).collect();
     }
@@ -331,7 +406,12 @@ fn spectral_norm(w: &[f32], rows: usize, cols: usize) -> f32 {
 #[test]
 fn spectral_norm_scales_weights_to_unit_norm() {
     let d = device().autodiff();
-    let disc = DiscriminatorConfig { image_channels: 1, cnum: 4 }.init(&d).unwrap();
+    let disc = DiscriminatorConfig {
+        image_channels: 1,
+        cnum: 4,
+    }
+    .init(&d)
+    .unwrap();
     let conv = &disc.conv2;
     let mut w = conv.normalized_weight();
     for _ in 0..100 {
@@ -342,5 +422,8 @@ fn spectral_norm_scales_weights_to_unit_norm() {
     let sigma = spectral_norm(&data, o, i * k * k);
     assert!((sigma - 1.0).abs() < 1e-2, "sigma {sigma}");
     let raw = conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
-    assert!((spectral_norm(&raw, o, i * k * k) - 1.0).abs() > 0.05, "raw weight already unit norm");
+    assert!(
+        (spectral_norm(&raw, o, i * k * k) - 1.0).abs() > 0.05,
+        "raw weight already unit norm"
+    );
 }

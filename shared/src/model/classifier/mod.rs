@@ -66,7 +66,8 @@ impl Normalization {
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let c = self.mean.len();
         let device = x.device();
-        let mean = Tensor::<4>::from_data(TensorData::new(self.mean.clone(), [1, c, 1, 1]), &device);
+        let mean =
+            Tensor::<4>::from_data(TensorData::new(self.mean.clone(), [1, c, 1, 1]), &device);
         let std = Tensor::<4>::from_data(TensorData::new(self.std.clone(), [1, c, 1, 1]), &device);
         (x - mean) / std
     }
@@ -112,13 +113,18 @@ impl ClassifierConfig {
     pub fn torch_renames(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             ClassifierConfig::SmallCnn(_) => &[],
-            ClassifierConfig::ResNet18(_) => &[(".shortcut_conv.", ".shortcut.0."), (".shortcut_bn.", ".shortcut.1.")],
+            ClassifierConfig::ResNet18(_) => &[
+                (".shortcut_conv.", ".shortcut.0."),
+                (".shortcut_bn.", ".shortcut.1."),
+            ],
             ClassifierConfig::WideResnet(_) => &[(".conv_shortcut.", ".convShortcut.")],
         }
     }
 }
 
 /// A classifier of any supported architecture.
+// A program holds one or two of these; boxing variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Classifier {
     SmallCnn(SmallCnn),

@@ -92,7 +92,10 @@ impl SmallCnn {
         if [dims[2], dims[3]] != self.image_size {
             return Err(AtopError::shape(
                 "classifier input",
-                format!("[n, {}, {}, {}]", self.image_channels, self.image_size[0], self.image_size[1]),
+                format!(
+                    "[n, {}, {}, {}]",
+                    self.image_channels, self.image_size[0], self.image_size[1]
+                ),
                 &dims,
             ));
         }

@@ -39,7 +39,7 @@ impl WideResNetConfig {
 
     pub fn init(&self, device: &Device) -> Result<WideResNet> {
         self.normalization.validate(self.image_channels)?;
-        if self.depth < 10 || (self.depth - 4) % 6 != 0 || self.widen_factor == 0 {
+        if self.depth < 10 || !(self.depth - 4).is_multiple_of(6) || self.widen_factor == 0 {
             return Err(AtopError::config(
                 "classifier.depth",
                 format!(
@@ -49,7 +49,10 @@ impl WideResNetConfig {
             ));
         }
         if self.num_classes < 2 {
-            return Err(AtopError::config("classifier.num_classes", "needs at least 2 classes"));
+            return Err(AtopError::config(
+                "classifier.num_classes",
+                "needs at least 2 classes",
+            ));
         }
         let n = (self.depth - 4) / 6;
         let k = self.widen_factor;

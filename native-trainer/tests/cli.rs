@@ -1,0 +1,74 @@
+//! The `atop` binary as a user runs it.
+
+use std::process::Command;
+
+use atop::artifact::{Artifact, Manifest};
+use atop::model::ClassifierConfig;
+use atop::model::classifier::SmallCnnConfig;
+
+fn atop(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_atop"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_prints_a_verified_manifest() {
+    let dir = std::env::temp_dir().join(format!("atop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("small.safetensors");
+    let device = burn::tensor::Device::flex();
+    let cfg = ClassifierConfig::SmallCnn(SmallCnnConfig {
+        width: 4,
+        ..SmallCnnConfig::fashion_mnist()
+    });
+    let classifier = cfg.init(&device).unwrap();
+    let manifest = Manifest {
+        classifier: Some(cfg),
+        ..Manifest::default()
+    };
+    let artifact = Artifact::new(manifest, Some(&classifier), None, None).unwrap();
+    std::fs::write(&path, artifact.to_bytes().unwrap()).unwrap();
+
+    let (ok, stdout, stderr) = atop(&["inspect", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("(verified)") && stdout.contains("small-cnn"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = atop(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        json["payload_sha256"].as_str().unwrap(),
+        artifact.manifest.payload_sha256
+    );
+
+    // A truncated copy is refused with the file's name.
+    let bad = dir.join("bad.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, stderr) = atop(&["inspect", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad.safetensors") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn inspect_names_a_missing_file() {
+    let (ok, _, stderr) = atop(&["inspect", "/nonexistent/model.safetensors"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/model.safetensors"),
+        "{stderr}"
+    );
+}
