@@ -1,14 +1,27 @@
-//! `atop`: the native trainer and evaluator of atop-rs.
-//!
-//! This first version only reads artifacts (`atop inspect`); training,
-//! fine-tuning and evaluation land with the trainer and evaluation issues.
+//! `atop`: trains classifiers, pre-trains purifiers, runs AToP fine-tuning
+//! and robust evaluation, and inspects artifacts.
+
+mod bench;
+mod checkpoint;
+mod config;
+mod data;
+mod eval;
+mod metrics;
+mod pipeline;
+mod report;
+mod runner;
+mod stages;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
-use atop::artifact::{Artifact, sha256_hex};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use atop::artifact::sha256_hex;
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RunConfig;
 
 #[derive(Parser)]
 #[command(
@@ -21,11 +34,77 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Run configuration (TOML, see configs/).
+    #[arg(long, default_value = "configs/fmnist.toml")]
+    config: PathBuf,
+    /// Override a configuration value, e.g. `--set finetune.lambda=0.1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Output directory (artifacts, checkpoints, metrics, reports).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the checkpoints in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Compute device: `flex` (pure-Rust CPU, default); with the `tch`
+    /// feature also `cpu` (LibTorch) and `cuda:N`.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Train the classifier normally.
+    TrainClassifier(RunArgs),
+    /// Pre-train the purifier (GAN or AE) to rebuild images from t(x).
+    Pretrain(RunArgs),
+    /// AToP fine-tuning of a pre-trained purifier against a frozen classifier.
+    Finetune {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Artifact holding the classifier.
+        #[arg(long)]
+        classifier: PathBuf,
+        /// Artifact holding the pre-trained purifier.
+        #[arg(long)]
+        purifier: PathBuf,
+    },
+    /// Robust evaluation of an artifact's classifier and defense.
+    Eval {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Artifact with classifier and purifier.
+        #[arg(long)]
+        artifact: PathBuf,
+        /// Another purifier artifact to evaluate side by side (e.g. before fine-tuning).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// Every stage on Fashion-MNIST with small models, then the report.
+    Quickstart(RunArgs),
+    /// Median time of one training step per stage and of one PGD step.
+    Bench {
+        #[arg(long, default_value = "configs/fmnist.toml")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+        /// Only the benchmarks whose name contains this word.
+        #[arg(long)]
+        only: Option<String>,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Verify an artifact (format version, payload hash) and print its manifest.
     Inspect {
-        /// The `.safetensors` artifact.
         artifact: PathBuf,
         /// Print the manifest as JSON only.
         #[arg(long)]
@@ -41,9 +120,72 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let result = match Cli::parse().command {
         Command::Inspect { artifact, json } => inspect(&artifact, json),
+        Command::TrainClassifier(run) => with_run(&run, |cfg, dev| {
+            let data = pipeline::load_data(cfg)?;
+            pipeline::train_classifier(cfg, &data, dev, &run.out, run.resume).map(|_| ())
+        }),
+        Command::Pretrain(run) => with_run(&run, |cfg, dev| {
+            let data = pipeline::load_data(cfg)?;
+            pipeline::pretrain(cfg, &data, dev, &run.out, run.resume).map(|_| ())
+        }),
+        Command::Finetune {
+            run,
+            classifier,
+            purifier,
+        } => with_run(&run, |cfg, dev| {
+            let data = pipeline::load_data(cfg)?;
+            let c = pipeline::read_artifact(&classifier)?;
+            let p = pipeline::read_artifact(&purifier)?;
+            let inputs = format!(
+                "{} {}",
+                c.manifest.payload_sha256, p.manifest.payload_sha256
+            );
+            let c = c.classifier(dev, &classifier.display().to_string())?;
+            let p = p.purifier(dev, &purifier.display().to_string())?;
+            pipeline::finetune(cfg, &data, c, p, dev, &run.out, run.resume, &inputs).map(|_| ())
+        }),
+        Command::Eval {
+            run,
+            artifact,
+            baseline,
+        } => with_run(&run, |cfg, dev| {
+            eval_command(
+                cfg,
+                dev,
+                &run,
+                &artifact,
+                baseline.as_deref(),
+                &command_line,
+            )
+        }),
+        Command::Bench {
+            config,
+            overrides,
+            device,
+            batch,
+            repeats,
+            only,
+            json,
+        } => (|| {
+            let cfg = RunConfig::load(&config, &overrides)?;
+            let rows = bench::run(
+                &cfg,
+                &select_device(&device)?,
+                batch,
+                repeats.max(1),
+                only.as_deref(),
+            )?;
+            if let Some(path) = json {
+                checkpoint::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+            }
+            Ok(())
+        })(),
+        Command::Quickstart(run) => {
+            with_run(&run, |cfg, dev| quickstart(cfg, dev, &run, &command_line))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,9 +196,156 @@ fn main() -> ExitCode {
     }
 }
 
+fn with_run(run: &RunArgs, f: impl FnOnce(&RunConfig, &Device) -> Result<()>) -> Result<()> {
+    let cfg = RunConfig::load(&run.config, &run.overrides)?;
+    let device = select_device(&run.device)?;
+    std::fs::create_dir_all(&run.out)
+        .with_context(|| format!("cannot create output directory {}", run.out.display()))?;
+    f(&cfg, &device)
+}
+
+fn select_device(name: &str) -> Result<Device> {
+    match name {
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "tch")]
+        "cpu" => Ok(Device::libtorch()),
+        #[cfg(feature = "tch")]
+        cuda if cuda.starts_with("cuda:") => {
+            let index: usize = cuda[5..]
+                .parse()
+                .with_context(|| format!("--device {cuda}: bad GPU index"))?;
+            Ok(Device::libtorch_cuda(index))
+        }
+        #[cfg(not(feature = "tch"))]
+        "cpu" | "cuda" => bail!(
+            "--device {name} needs LibTorch: build with `--features tch` (scripts/setup-libtorch.sh)"
+        ),
+        #[cfg(not(feature = "tch"))]
+        other if other.starts_with("cuda:") => {
+            bail!(
+                "--device {other} needs LibTorch: build with `--features tch` (scripts/setup-libtorch.sh)"
+            )
+        }
+        other => bail!("--device {other}: expected flex, cpu or cuda:N"),
+    }
+}
+
+fn eval_command(
+    cfg: &RunConfig,
+    device: &Device,
+    run: &RunArgs,
+    artifact_path: &Path,
+    baseline: Option<&Path>,
+    command_line: &str,
+) -> Result<()> {
+    let start = Instant::now();
+    let data = pipeline::load_data(cfg)?;
+    let artifact = pipeline::read_artifact(artifact_path)?;
+    let name = artifact_path.display().to_string();
+    let classifier = artifact.classifier(device, &name)?;
+    let purifier = artifact.purifier(device, &name)?;
+    let mut artifacts = vec![(name.clone(), sha256_hex(&std::fs::read(artifact_path)?))];
+    let base = match baseline {
+        Some(b) => {
+            let a = pipeline::read_artifact(b)?;
+            artifacts.push((b.display().to_string(), sha256_hex(&std::fs::read(b)?)));
+            Some(a.purifier(device, &b.display().to_string())?)
+        }
+        None => None,
+    };
+    let mut purifiers = vec![("defense", &purifier)];
+    if let Some(b) = &base {
+        purifiers.insert(0, ("baseline defense", b));
+    }
+    let report = pipeline::run_eval(cfg, &data, &classifier, &purifiers, device)?;
+    report::write(
+        &run.out,
+        &report::Report {
+            title: "atop eval".into(),
+            artifacts,
+            dataset: data.test.name.clone(),
+            command: command_line.into(),
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+            eval: &report,
+            training: None,
+        },
+    )?;
+    println!(
+        "{}",
+        report::markdown(&report::Report {
+            title: "atop eval".into(),
+            artifacts: vec![],
+            dataset: data.test.name.clone(),
+            command: command_line.into(),
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+            eval: &report,
+            training: None,
+        })
+    );
+    Ok(())
+}
+
+fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &str) -> Result<()> {
+    let start = Instant::now();
+    let out = &run.out;
+    let data = pipeline::load_data(cfg)?;
+    let classifier = pipeline::train_classifier(cfg, &data, device, out, run.resume)?;
+    let pretrained = pipeline::pretrain(cfg, &data, device, out, run.resume)?;
+    let inputs = "quickstart";
+    let finetuned = pipeline::finetune(
+        cfg,
+        &data,
+        classifier.model.clone(),
+        pretrained.model.clone(),
+        device,
+        out,
+        run.resume,
+        inputs,
+    )?;
+    // The quickstart's artifact is the fine-tuned one, under its public name.
+    let final_path = out.join("fmnist-atop.safetensors");
+    std::fs::copy(&finetuned.artifact_path, &final_path)
+        .with_context(|| format!("cannot write {}", final_path.display()))?;
+    let eval = pipeline::run_eval(
+        cfg,
+        &data,
+        &classifier.model,
+        &[
+            ("RT+purifier (pre-trained)", &pretrained.model),
+            ("RT+purifier (AToP)", &finetuned.model),
+        ],
+        device,
+    )?;
+    let sha = |p: &Path| -> Result<(String, String)> {
+        Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
+    };
+    report::write(
+        out,
+        &report::Report {
+            title: "atop quickstart: Fashion-MNIST".into(),
+            artifacts: vec![
+                sha(&classifier.artifact_path)?,
+                sha(&pretrained.artifact_path)?,
+                sha(&final_path)?,
+            ],
+            dataset: data.test.name.clone(),
+            command: command_line.into(),
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+            eval: &eval,
+            training: Some(serde_json::json!({
+                "classifier_validation_accuracy": classifier.validation,
+                "pretrain_validation_score": pretrained.validation,
+                "finetune_validation_robust_accuracy": finetuned.validation,
+            })),
+        },
+    )?;
+    println!("{}", std::fs::read_to_string(out.join("report.md"))?);
+    Ok(())
+}
+
 fn inspect(path: &Path, json: bool) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let artifact = Artifact::from_bytes(&bytes, &path.display().to_string())?;
+    let artifact = atop::artifact::Artifact::from_bytes(&bytes, &path.display().to_string())?;
     let manifest = &artifact.manifest;
     let text = serde_json::to_string_pretty(manifest)?;
     if json {

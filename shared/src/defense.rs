@@ -8,6 +8,8 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use rand::Rng;
 
 use crate::error::{AtopError, Result};
@@ -21,6 +23,10 @@ pub struct Defense {
     pub classifier: Classifier,
     #[module(skip)]
     pub transform: TransformConfig,
+    /// Side length the image is resized to (bilinear) before the transform
+    /// and purifier, and back after (the paper's 256x256 path for 32x32
+    /// data); 0 = native resolution.
+    pub purify_size: usize,
 }
 
 /// Everything one pass through the defense produced.
@@ -42,42 +48,73 @@ impl Defense {
             purifier,
             classifier,
             transform,
+            purify_size: 0,
         }
     }
 
-    /// Draws the transform's randomness for a batch of shape `dims`.
+    /// Purify at `size` x `size` (0 = native resolution).
+    pub fn with_purify_size(mut self, size: usize) -> Self {
+        self.purify_size = size;
+        self
+    }
+
+    /// The batch shape the transform works on for inputs of shape `dims`.
+    pub fn purify_dims(&self, dims: [usize; 4]) -> [usize; 4] {
+        match self.purify_size {
+            0 => dims,
+            s => [dims[0], dims[1], s, s],
+        }
+    }
+
+    /// Draws the transform's randomness for a batch of input shape `dims`.
     pub fn draw<R: Rng + ?Sized>(&self, rng: &mut R, dims: [usize; 4]) -> Result<TransformDraw> {
-        self.transform.draw(rng, dims)
+        self.transform.draw(rng, self.purify_dims(dims))
     }
 
     /// Transforms and purifies `x` with a given draw (replayable).
     pub fn purify_with(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<DefenseOutputParts> {
+        let dims = x.dims();
+        let [_, _, h, w] = dims;
+        let x = resize(x, self.purify_dims(dims));
         let transformed = draw.apply(x)?;
-        let mut purified: Option<Tensor<4>> = None;
+        let mut per_pass = Vec::with_capacity(transformed.len());
         let mut coarse = Vec::new();
-        let combine = self.transform.kind == TransformKind::Rt3 && transformed.len() > 1;
         for t in &transformed {
             let out = self.purifier.purify(t.image.clone(), t.mask.clone())?;
-            if let Some(c) = out.coarse {
-                coarse.push(c);
-            }
-            let part = if combine {
-                out.image * t.mask.clone() // this pass's pixels inside its mask
-            } else {
-                out.image
-            };
-            purified = Some(match purified {
-                Some(acc) => acc + part,
-                None => part,
-            });
+            coarse.extend(out.coarse);
+            per_pass.push(out.image);
         }
-        let purified = purified
-            .ok_or_else(|| AtopError::config("transform", "the draw has no purifier pass"))?;
+        let purified = self.combine(per_pass, &transformed)?;
+        let purified = resize(purified, [0, 0, h, w]);
         Ok(DefenseOutputParts {
             transformed,
             purified,
             coarse,
         })
+    }
+
+    /// The purifier's output for each pass of a transform.
+    pub fn purify_transformed(&self, transformed: &[TransformedImage]) -> Result<Vec<Tensor<4>>> {
+        transformed
+            .iter()
+            .map(|t| Ok(self.purifier.purify(t.image.clone(), t.mask.clone())?.image))
+            .collect()
+    }
+
+    /// Combines per-pass purified images into the one the classifier sees:
+    /// the single pass for RT1/RT2; for RT3, pass k's pixels inside mask k.
+    pub fn combine(
+        &self,
+        per_pass: Vec<Tensor<4>>,
+        transformed: &[TransformedImage],
+    ) -> Result<Tensor<4>> {
+        let combine = self.transform.kind == TransformKind::Rt3 && per_pass.len() > 1;
+        per_pass
+            .into_iter()
+            .zip(transformed)
+            .map(|(p, t)| if combine { p * t.mask.clone() } else { p })
+            .reduce(|acc, part| acc + part)
+            .ok_or_else(|| AtopError::config("transform", "the draw has no purifier pass"))
     }
 
     /// The whole defense with a given draw.
@@ -102,6 +139,23 @@ impl Defense {
     pub fn classify(&self, x: Tensor<4>) -> Result<Tensor<2>> {
         self.classifier.forward(x)
     }
+}
+
+/// Bilinear resize to the spatial size of `dims` (no-op when equal).
+pub fn resize(x: Tensor<4>, dims: [usize; 4]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if [h, w] == [dims[2], dims[3]] {
+        return x;
+    }
+    interpolate(
+        x,
+        InterpolateOptions {
+            mode: InterpolateMode::Bilinear,
+            align_corners: false,
+            output_size: Some([dims[2], dims[3]]),
+            scale_factor: None,
+        },
+    )
 }
 
 /// Transform and purifier outputs, before the classifier.

@@ -15,6 +15,7 @@
 //! from generators the caller seeds ([`rng`]).
 
 pub mod artifact;
+pub mod attack;
 pub mod defense;
 pub mod error;
 pub mod model;

@@ -67,3 +67,26 @@ pub fn small_ae(channels: usize) -> PurifierConfig {
 pub fn identity_norm(c: usize) -> Normalization {
     Normalization::identity(c)
 }
+
+/// Replaces every parameter with uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+/// values from a seeded generator (PyTorch's default layer init).
+#[allow(dead_code)]
+pub fn seeded_weights<M: burn::module::Module>(module: M, seed: u64) -> M {
+    use rand::RngExt;
+    let mut rng = atop::rng::seeded(seed);
+    let mut tensors = std::collections::BTreeMap::new();
+    for (name, data) in atop::params::export_params(&module, &[]) {
+        let shape = data.shape().to_vec();
+        let fan_in: usize = if shape.len() > 1 {
+            shape[1..].iter().product()
+        } else {
+            shape[0]
+        };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        tensors.insert(name, TensorData::new(values, shape));
+    }
+    atop::params::import_params(module, &tensors, &[]).expect("same architecture")
+}

@@ -1,6 +1,7 @@
 //! Tests of the shared crate: transforms, models, defense, artifact.
 
 mod artifact;
+mod attacks;
 mod common;
 mod defense;
 mod models;

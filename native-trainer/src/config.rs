@@ -1,0 +1,341 @@
+//! Run configuration: a TOML file (see configs/) with command-line overrides
+//! (`--set finetune.lambda=0.1`). Unknown keys and impossible values are
+//! errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use atop::attack::{GradientMode, Norm};
+use atop::model::{ClassifierConfig, DiscriminatorConfig, PurifierConfig};
+use atop::transform::TransformConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Augment, DatasetKind};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub classifier: ClassifierConfig,
+    pub purifier: PurifierConfig,
+    #[serde(default)]
+    pub discriminator: DiscriminatorConfig,
+    #[serde(default)]
+    pub transform: TransformConfig,
+    pub train_classifier: OptimConfig,
+    pub pretrain: OptimConfig,
+    pub finetune: FinetuneConfig,
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub run: RunSettings,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Directory of the dataset files; Fashion-MNIST is found automatically.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Fraction of TRAINING data held out for checkpoint selection.
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Use only the first N training points after the split (0 = all).
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Use only the first N validation points (0 = all); selection runs an
+    /// attack on every one of them each epoch.
+    #[serde(default)]
+    pub validation_limit: usize,
+    /// Side length for image-folder data (ImageNette).
+    #[serde(default)]
+    pub image_size: usize,
+    /// Resize images to this side before purifying (the paper's 256x256 path); 0 = native.
+    #[serde(default)]
+    pub purify_size: usize,
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+fn default_validation_fraction() -> f64 {
+    0.1
+}
+
+/// A training stage's optimisation settings (Adam).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f32; 2],
+    /// Stop an epoch after this many steps (0 = the whole epoch).
+    #[serde(default)]
+    pub max_steps_per_epoch: usize,
+}
+
+fn default_betas() -> [f32; 2] {
+    [0.9, 0.999]
+}
+
+/// Which attack generates the training examples of AToP.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingAttackKind {
+    Fgsm,
+    Pgd,
+}
+
+/// What the training attack differentiates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackThrough {
+    /// The classifier alone (the paper).
+    Classifier,
+    /// The whole pipeline t -> g -> f (ours, optional).
+    Defense,
+}
+
+/// The generator's GAN term during fine-tuning.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GanTerm {
+    /// Gradients flow (the paper's formula).
+    Live,
+    /// Detached, adding no gradient (the public code).
+    Detached,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    #[serde(flatten)]
+    pub optim: OptimConfig,
+    /// Weight of the classifier's cross-entropy on purified adversarial images.
+    pub lambda: f64,
+    /// Epochs before the cross-entropy term switches on.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    pub attack: TrainingAttackKind,
+    pub attack_through: AttackThrough,
+    pub attack_eps: f64,
+    #[serde(default = "one")]
+    pub attack_steps: usize,
+    pub gan_term: GanTerm,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One evaluation attack.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalAttack {
+    pub norm: Norm,
+    pub eps: f64,
+    pub steps: usize,
+    pub eot: usize,
+    pub mode: GradientMode,
+    #[serde(default)]
+    pub restarts: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Test points evaluated (a seeded subset of the test set).
+    pub subset: usize,
+    pub subset_seed: u64,
+    pub batch_size: usize,
+    /// Final draws per point when scoring a randomized defense.
+    pub score_draws: usize,
+    pub attacks: Vec<EvalAttack>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    pub seed: u64,
+    /// Write a checkpoint every N optimiser steps (and at each epoch end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            seed: 777,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML file, applies `key=value` overrides, checks the values.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Table = toml::from_str(text).context("invalid TOML")?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let config: RunConfig = RunConfig::deserialize(toml::Value::Table(value))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        // The transform's own ranges; the grid is checked against the data's
+        // image size once it is loaded (validate_for_images).
+        let g = self.transform.grid.max(1);
+        self.transform
+            .validate(g, g)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let channels = self.classifier.image_channels();
+        if self.purifier.image_channels() != channels {
+            bail!(
+                "purifier.image_channels ({}) differs from the classifier's ({channels})",
+                self.purifier.image_channels()
+            );
+        }
+        for (name, o) in [
+            ("train_classifier", &self.train_classifier),
+            ("pretrain", &self.pretrain),
+            ("finetune", &self.finetune.optim),
+        ] {
+            if o.batch_size == 0 {
+                bail!("{name}.batch_size must be at least 1");
+            }
+            if !(o.lr.is_finite() && o.lr > 0.0) {
+                bail!("{name}.lr must be finite and > 0, got {}", o.lr);
+            }
+        }
+        if !(self.finetune.attack_eps.is_finite() && self.finetune.attack_eps >= 0.0) {
+            bail!(
+                "finetune.attack_eps must be >= 0, got {}",
+                self.finetune.attack_eps
+            );
+        }
+        if !(self.finetune.lambda.is_finite() && self.finetune.lambda >= 0.0) {
+            bail!("finetune.lambda must be >= 0, got {}", self.finetune.lambda);
+        }
+        for (i, a) in self.eval.attacks.iter().enumerate() {
+            if !(a.eps.is_finite() && a.eps >= 0.0) {
+                bail!("eval.attacks[{i}].eps must be >= 0, got {}", a.eps);
+            }
+            if a.steps == 0 || a.eot == 0 {
+                bail!("eval.attacks[{i}]: steps and eot must be at least 1");
+            }
+        }
+        if self.eval.batch_size == 0 || self.eval.subset == 0 {
+            bail!("eval.batch_size and eval.subset must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The discriminator, for the purifier's channel count.
+    pub fn discriminator_config(&self) -> DiscriminatorConfig {
+        DiscriminatorConfig {
+            image_channels: self.purifier.image_channels(),
+            ..self.discriminator.clone()
+        }
+    }
+
+    /// Checks the transform against the data's image size.
+    pub fn validate_for_images(&self, [_, h, w]: [usize; 3]) -> Result<()> {
+        let size = if self.data.purify_size > 0 {
+            self.data.purify_size
+        } else {
+            h
+        };
+        let width = if self.data.purify_size > 0 {
+            self.data.purify_size
+        } else {
+            w
+        };
+        self.transform
+            .validate(size, width)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// `a.b.c=value`: value parsed as a TOML value, else taken as a string.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("override `{assignment}` is not KEY=VALUE"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = parts.split_last().context("empty override key")?;
+    let mut node = table;
+    for p in parents {
+        node = node
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("override `{key}`: `{p}` is not a table"))?;
+    }
+    node.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmnist() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/fmnist.toml"
+        ))
+        .unwrap()
+    }
+
+    fn err(overrides: &[&str]) -> String {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        format!("{:#}", RunConfig::parse(&fmnist(), &o).unwrap_err())
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for name in ["fmnist", "cifar10", "cifar100", "imagenette"] {
+            let path = format!("{}/../configs/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+            RunConfig::load(Path::new(&path), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn overrides_replace_values() {
+        let cfg = RunConfig::parse(
+            &fmnist(),
+            &["finetune.lambda=0.3".into(), "eval.subset=16".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.finetune.lambda, 0.3);
+        assert_eq!(cfg.eval.subset, 16);
+        assert_eq!(cfg.transform.grid, 7);
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_name_the_key() {
+        assert!(err(&["finetune.lamda=0.3"]).contains("lamda"));
+        assert!(err(&["transform.missing_rate=1.5"]).contains("missing_rate"));
+        assert!(err(&["finetune.attack_eps=-0.1"]).contains("attack_eps"));
+        assert!(err(&["pretrain.batch_size=0"]).contains("pretrain.batch_size"));
+        assert!(err(&["purifier.image_channels=3"]).contains("image_channels"));
+        assert!(err(&["lambda"]).contains("KEY=VALUE"));
+        let mut cfg = RunConfig::parse(&fmnist(), &[]).unwrap();
+        cfg.transform.grid = 8;
+        let e = format!("{:#}", cfg.validate_for_images([1, 28, 28]).unwrap_err());
+        assert!(e.contains("transform.grid"), "{e}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The stages as the CLI runs them: load data and inputs, train, select,
+//! write the artifact atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
+use atop::defense::Defense;
+use atop::model::{Classifier, Purifier};
+use burn::module::Module;
+use burn::tensor::Device;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::write_atomic;
+use crate::config::RunConfig;
+use crate::data::{self, Dataset};
+use crate::eval::{EvalReport, evaluate, subset_indices};
+use crate::metrics::MetricsLog;
+use crate::runner::{Schedule, run_stage};
+use crate::stages::classifier::ClassifierStage;
+use crate::stages::finetune::FinetuneStage;
+use crate::stages::pretrain::{PretrainStage, PurifierTraining};
+
+/// Train / validation / test data of a run.
+pub struct RunData {
+    pub train: Dataset,
+    pub val: Dataset,
+    pub test: Dataset,
+}
+
+pub fn load_data(cfg: &RunConfig) -> Result<RunData> {
+    let (train_all, test) = data::load(
+        cfg.data.dataset,
+        cfg.data.dir.as_deref(),
+        cfg.data.image_size,
+    )?;
+    cfg.validate_for_images(train_all.shape)?;
+    let channels = cfg.classifier.image_channels();
+    if train_all.shape[0] != channels {
+        anyhow::bail!(
+            "{} images have {} channels but classifier.image_channels is {channels}",
+            train_all.name,
+            train_all.shape[0]
+        );
+    }
+    let (mut train, mut val) = data::split_validation(
+        &train_all,
+        cfg.data.validation_fraction,
+        cfg.run.seed ^ 0x5A11,
+    )?;
+    if cfg.data.validation_limit > 0 && cfg.data.validation_limit < val.len() {
+        let keep: Vec<usize> = (0..cfg.data.validation_limit).collect();
+        val = val.subset(&keep);
+    }
+    if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
+        let keep: Vec<usize> = (0..cfg.data.train_limit).collect();
+        train = train.subset(&keep);
+    }
+    tracing::info!(
+        dataset = train.name,
+        train = train.len(),
+        validation = val.len(),
+        test = test.len(),
+        "data loaded"
+    );
+    Ok(RunData { train, val, test })
+}
+
+/// SHA-256 of the resolved configuration plus stage inputs.
+pub fn config_hash(cfg: &RunConfig, extra: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(cfg).unwrap_or_default());
+    h.update(extra.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn manifest(cfg: &RunConfig, data: &RunData, stage: &str) -> Manifest {
+    let mut files = data.train.files.clone();
+    files.extend(data.test.files.iter().cloned());
+    files.dedup();
+    Manifest {
+        classifier: Some(cfg.classifier.clone()),
+        purifier: None,
+        transform: None,
+        dataset: Some(DatasetInfo {
+            name: data.train.name.clone(),
+            image_shape: data.train.shape,
+            class_names: data.train.class_names.clone(),
+            files,
+        }),
+        seeds: [
+            ("run".to_string(), cfg.run.seed),
+            ("eval_subset".to_string(), cfg.eval.subset_seed),
+        ]
+        .into(),
+        training: serde_json::json!({ "stage": stage, "config": cfg }),
+        ..Manifest::default()
+    }
+}
+
+pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<()> {
+    write_atomic(path, &artifact.to_bytes()?)?;
+    tracing::info!("wrote {}", path.display());
+    Ok(())
+}
+
+pub fn read_artifact(path: &Path) -> Result<Artifact> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read artifact {}", path.display()))?;
+    Ok(Artifact::from_bytes(&bytes, &path.display().to_string())?)
+}
+
+fn schedule(
+    o: &crate::config::OptimConfig,
+    train_len: usize,
+    cfg: &RunConfig,
+    salt: u64,
+) -> Schedule {
+    Schedule {
+        epochs: o.epochs,
+        batch_size: o.batch_size,
+        max_steps_per_epoch: o.max_steps_per_epoch,
+        train_len,
+        checkpoint_every: cfg.run.checkpoint_every,
+        seed: cfg.run.seed ^ salt,
+    }
+}
+
+pub struct StageResult<M> {
+    pub model: M,
+    pub artifact_path: PathBuf,
+    pub validation: Option<f64>,
+}
+
+/// Trains the classifier; writes `out/classifier.safetensors`.
+pub fn train_classifier(
+    cfg: &RunConfig,
+    data: &RunData,
+    device: &Device,
+    out: &Path,
+    resume: bool,
+) -> Result<StageResult<Classifier>> {
+    let train_device = device.clone().autodiff();
+    train_device.seed(cfg.run.seed);
+    let model = cfg.classifier.init(&train_device)?;
+    let mut stage = ClassifierStage::new(
+        model,
+        cfg.train_classifier.clone(),
+        &data.train,
+        &data.val,
+        cfg.data.augment.clone(),
+        train_device,
+    );
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
+    let outcome = run_stage(
+        &mut stage,
+        &schedule(&cfg.train_classifier, data.train.len(), cfg, 1),
+        out,
+        &config_hash(cfg, "train-classifier"),
+        resume,
+        &mut metrics,
+    )?;
+    let model = stage.into_model();
+    let mut m = manifest(cfg, data, "train-classifier");
+    if let Some(v) = outcome.best_score {
+        m.metrics.push(Metric {
+            name: "validation_accuracy".into(),
+            value: v,
+            protocol: serde_json::json!({"split": "validation carved from training data", "epoch": outcome.best_epoch}),
+        });
+    }
+    let artifact = Artifact::new(m, Some(&model.valid()), None, None)?;
+    let path = out.join("classifier.safetensors");
+    write_artifact(&path, &artifact)?;
+    Ok(StageResult {
+        model,
+        artifact_path: path,
+        validation: outcome.best_score,
+    })
+}
+
+/// Pre-trains the purifier; writes `out/purifier-pretrained.safetensors`.
+pub fn pretrain(
+    cfg: &RunConfig,
+    data: &RunData,
+    device: &Device,
+    out: &Path,
+    resume: bool,
+) -> Result<StageResult<Purifier>> {
+    let train_device = device.clone().autodiff();
+    train_device.seed(cfg.run.seed ^ 2);
+    let purifier = cfg.purifier.init(&train_device)?;
+    let discriminator = cfg.discriminator_config().init(&train_device)?;
+    let mut stage = PretrainStage {
+        training: PurifierTraining::new(purifier, Some(discriminator), &cfg.pretrain),
+        transform: cfg.transform.clone(),
+        cfg: cfg.pretrain.clone(),
+        train: &data.train,
+        val: &data.val,
+        device: train_device,
+        purify_size: cfg.data.purify_size,
+    };
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
+    let outcome = run_stage(
+        &mut stage,
+        &schedule(&cfg.pretrain, data.train.len(), cfg, 2),
+        out,
+        &config_hash(cfg, "pretrain"),
+        resume,
+        &mut metrics,
+    )?;
+    let purifier = stage.training.purifier().clone();
+    let mut m = manifest(cfg, data, "pretrain");
+    m.classifier = None;
+    m.purifier = Some(cfg.purifier.clone());
+    m.transform = Some(cfg.transform.clone());
+    if let Some(v) = outcome.best_score {
+        m.metrics.push(Metric {
+            name: "validation_reconstruction_l1".into(),
+            value: -v,
+            protocol: serde_json::json!({"range": "[-1,1]", "epoch": outcome.best_epoch}),
+        });
+    }
+    let artifact = Artifact::new(m, None, Some(&purifier.valid()), None)?;
+    let path = out.join("purifier-pretrained.safetensors");
+    write_artifact(&path, &artifact)?;
+    Ok(StageResult {
+        model: purifier,
+        artifact_path: path,
+        validation: outcome.best_score,
+    })
+}
+
+/// AToP fine-tuning of `purifier` against the frozen `classifier`; writes
+/// `out/atop.safetensors` (classifier + fine-tuned purifier + transform).
+pub fn finetune(
+    cfg: &RunConfig,
+    data: &RunData,
+    classifier: Classifier,
+    purifier: Purifier,
+    device: &Device,
+    out: &Path,
+    resume: bool,
+    inputs: &str,
+) -> Result<StageResult<Purifier>> {
+    let train_device = device.clone().autodiff();
+    train_device.seed(cfg.run.seed ^ 3);
+    let classifier = classifier.fork(&train_device).freeze();
+    let purifier = purifier.fork(&train_device).train();
+    let discriminator = cfg.discriminator_config().init(&train_device)?;
+    let mut stage = FinetuneStage {
+        training: PurifierTraining::new(purifier, Some(discriminator), &cfg.finetune.optim),
+        classifier: classifier.clone(),
+        transform: cfg.transform.clone(),
+        cfg: cfg.finetune.clone(),
+        train: &data.train,
+        val: &data.val,
+        device: train_device,
+        purify_size: cfg.data.purify_size,
+    };
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
+    let outcome = run_stage(
+        &mut stage,
+        &schedule(&cfg.finetune.optim, data.train.len(), cfg, 3),
+        out,
+        &config_hash(cfg, &format!("finetune {inputs}")),
+        resume,
+        &mut metrics,
+    )?;
+    let purifier = stage.training.purifier().clone();
+    let mut m = manifest(cfg, data, "finetune");
+    m.purifier = Some(cfg.purifier.clone());
+    m.transform = Some(cfg.transform.clone());
+    if let Some(v) = outcome.best_score {
+        m.metrics.push(Metric {
+            name: "validation_robust_accuracy_training_attack".into(),
+            value: v,
+            protocol: serde_json::json!({
+                "attack": cfg.finetune.attack, "through": cfg.finetune.attack_through,
+                "eps": cfg.finetune.attack_eps, "epoch": outcome.best_epoch,
+                "split": "validation carved from training data",
+                "reconstruction_target": "clean",
+            }),
+        });
+    }
+    let artifact = Artifact::new(m, Some(&classifier.valid()), Some(&purifier.valid()), None)?;
+    let path = out.join("atop.safetensors");
+    write_artifact(&path, &artifact)?;
+    Ok(StageResult {
+        model: purifier,
+        artifact_path: path,
+        validation: outcome.best_score,
+    })
+}
+
+/// Evaluates the classifier and defenses built from `purifiers`.
+pub fn run_eval(
+    cfg: &RunConfig,
+    data: &RunData,
+    classifier: &Classifier,
+    purifiers: &[(&str, &Purifier)],
+    device: &Device,
+) -> Result<EvalReport> {
+    let ad = device.clone().autodiff();
+    let classifier = classifier.clone().fork(&ad).freeze();
+    let defenses: Vec<(String, Defense)> = purifiers
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.to_string(),
+                Defense::new(
+                    cfg.transform.clone(),
+                    (*p).clone().fork(&ad).freeze(),
+                    classifier.clone(),
+                )
+                .with_purify_size(cfg.data.purify_size),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &Defense)> = defenses.iter().map(|(n, d)| (n.as_str(), d)).collect();
+    let indices = subset_indices(data.test.len(), cfg.eval.subset, cfg.eval.subset_seed);
+    evaluate(
+        &classifier,
+        &refs,
+        &data.test,
+        &indices,
+        &cfg.eval,
+        cfg.run.seed ^ 0xE7A1,
+        &ad,
+    )
+}

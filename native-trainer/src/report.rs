@@ -1,0 +1,83 @@
+//! report.json and report.md for an evaluation.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::checkpoint::write_atomic;
+use crate::eval::EvalReport;
+
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub title: String,
+    /// Artifact files evaluated, with their SHA-256.
+    pub artifacts: Vec<(String, String)>,
+    pub dataset: String,
+    pub command: String,
+    pub elapsed_seconds: f64,
+    pub eval: &'a EvalReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<serde_json::Value>,
+}
+
+pub fn markdown(report: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", report.title);
+    let _ = writeln!(md, "* dataset: {}", report.dataset);
+    for (path, sha) in &report.artifacts {
+        let _ = writeln!(md, "* artifact: `{path}` (sha256 `{sha}`)");
+    }
+    let _ = writeln!(
+        md,
+        "* test subset: {} points, seed {} (indices in report.json)",
+        report.eval.indices.len(),
+        report.eval.subset_seed
+    );
+    let _ = writeln!(md, "* command: `{}`", report.command);
+    let _ = writeln!(md, "* elapsed: {:.0} s\n", report.elapsed_seconds);
+    let _ = writeln!(
+        md,
+        "| model | attack | norm | eps | steps | EOT | gradient mode | draws | accuracy (every draw) | accuracy (majority) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &report.eval.rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% |",
+            r.model,
+            r.attack,
+            r.norm,
+            if r.attack == "clean" {
+                "-".into()
+            } else {
+                format!("{:.4}", r.eps)
+            },
+            if r.attack == "clean" {
+                "-".into()
+            } else {
+                r.steps.to_string()
+            },
+            if r.attack == "clean" {
+                "-".into()
+            } else {
+                r.eot.to_string()
+            },
+            r.mode,
+            r.draws,
+            100.0 * r.accuracy_every_draw,
+            100.0 * r.accuracy_majority
+        );
+    }
+    md
+}
+
+pub fn write(dir: &Path, report: &Report) -> Result<()> {
+    write_atomic(
+        &dir.join("report.json"),
+        serde_json::to_string_pretty(report)?.as_bytes(),
+    )?;
+    write_atomic(&dir.join("report.md"), markdown(report).as_bytes())?;
+    Ok(())
+}

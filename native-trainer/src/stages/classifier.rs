@@ -1,0 +1,115 @@
+//! Trains a classifier normally (cross-entropy, Adam); selection by
+//! validation accuracy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use atop::model::Classifier;
+use atop::rng::AtopRng;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+
+use super::{accuracy, adam, cross_entropy, scalar};
+use crate::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use crate::config::OptimConfig;
+use crate::data::{Augment, Dataset};
+use crate::runner::Stage;
+
+pub struct ClassifierStage<'a> {
+    pub model: Option<Classifier>,
+    pub optim: ModuleOptimizer,
+    pub cfg: OptimConfig,
+    pub train: &'a Dataset,
+    pub val: &'a Dataset,
+    pub augment: Augment,
+    pub device: Device,
+}
+
+impl<'a> ClassifierStage<'a> {
+    pub fn new(
+        model: Classifier,
+        cfg: OptimConfig,
+        train: &'a Dataset,
+        val: &'a Dataset,
+        augment: Augment,
+        device: Device,
+    ) -> Self {
+        Self {
+            optim: adam(&cfg),
+            model: Some(model),
+            cfg,
+            train,
+            val,
+            augment,
+            device,
+        }
+    }
+
+    pub fn into_model(self) -> Classifier {
+        self.model.expect("model present")
+    }
+
+    fn model(&self) -> &Classifier {
+        self.model.as_ref().expect("model present")
+    }
+}
+
+impl Stage for ClassifierStage<'_> {
+    fn name(&self) -> &'static str {
+        "train-classifier"
+    }
+
+    fn step(
+        &mut self,
+        batch: &[usize],
+        _epoch: usize,
+        rng: &mut AtopRng,
+    ) -> Result<BTreeMap<String, f64>> {
+        let (x, y) = self
+            .train
+            .batch(batch, Some((&self.augment, rng)), &self.device);
+        let model = self.model.take().expect("model present");
+        let loss = cross_entropy(model.forward(x)?, &y);
+        let value = scalar(loss.clone().detach());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optim.step(self.cfg.lr, model, grads));
+        Ok(BTreeMap::from([("loss".to_string(), value)]))
+    }
+
+    fn validate(&mut self, _rng: &mut AtopRng) -> Result<f64> {
+        let model = self.model().valid();
+        accuracy(
+            &model,
+            self.val,
+            256,
+            &self.device.clone().without_autodiff(),
+        )
+    }
+
+    fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        Ok(BTreeMap::from([
+            ("model".to_string(), module_bytes(self.model())?),
+            ("optim".to_string(), optimizer_bytes(&self.optim)?),
+        ]))
+    }
+
+    fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
+        let get = |k: &str| blob(blobs, k, path);
+        let model = self.model.take().expect("model present");
+        self.model = Some(load_module(model, get("model")?, "classifier checkpoint")?);
+        self.optim = load_optimizer(self.optim.clone(), get("optim")?, "classifier checkpoint")?;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        module_bytes(self.model())
+    }
+
+    fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
+        let model = self.model.take().expect("model present");
+        self.model = Some(load_module(model, bytes, "selected classifier")?);
+        Ok(())
+    }
+}

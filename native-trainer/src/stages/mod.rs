@@ -1,0 +1,102 @@
+//! The training stages: classifier training, purifier pre-training, AToP
+//! fine-tuning. Each implements [`crate::runner::Stage`].
+
+pub mod classifier;
+pub mod finetune;
+pub mod pretrain;
+
+use atop::model::{Classifier, Discriminator};
+use atop::transform::TransformedImage;
+use burn::optim::AdamConfig;
+use burn::tensor::activation::relu;
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::OptimConfig;
+use crate::data::Dataset;
+
+/// Mean cross-entropy of `logits` against integer labels.
+pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
+    let [n, k] = logits.dims();
+    let device = logits.device();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &device);
+    cross_entropy_with_logits(logits, y.one_hot::<2>(k).float())
+}
+
+/// Number of correct predictions.
+pub fn correct(logits: Tensor<2>, labels: &[i64]) -> usize {
+    let preds: Vec<i64> = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    preds.iter().zip(labels).filter(|(p, y)| p == y).count()
+}
+
+/// Adam with the stage's betas and PyTorch's epsilon (1e-8; burn's default
+/// 1e-5 damps the small gradients of deep gated generators).
+pub fn adam(cfg: &OptimConfig) -> burn::optim::ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(cfg.betas[0])
+        .with_beta_2(cfg.betas[1])
+        .with_epsilon(1e-8)
+        .init()
+}
+
+pub fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+/// L1 distance measured in the purifier's [-1,1] range (twice the [0,1]
+/// distance), so the loss balance matches DeepFillv2's.
+pub fn l1_signed(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
+    (a - b).abs().mean().mul_scalar(2.0)
+}
+
+/// Hinge discriminator loss: 0.5 mean relu(1 - D(real)) + 0.5 mean relu(1 + D(fake)).
+pub fn discriminator_loss(d_real: Tensor<2>, d_fake: Tensor<2>) -> Tensor<1> {
+    let real = relu(d_real.neg().add_scalar(1.0)).mean();
+    let fake = relu(d_fake.add_scalar(1.0)).mean();
+    (real + fake).mul_scalar(0.5)
+}
+
+/// Classifier accuracy on a dataset (no gradients).
+pub fn accuracy(
+    classifier: &Classifier,
+    data: &Dataset,
+    batch: usize,
+    device: &Device,
+) -> anyhow::Result<f64> {
+    let mut right = 0;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch) {
+        let (x, y) = data.batch(chunk, None, device);
+        right += correct(classifier.forward(x)?.detach(), &y);
+    }
+    Ok(right as f64 / data.len().max(1) as f64)
+}
+
+/// The first pass of a transform (purifier training uses one pass per step;
+/// RT3's passes are RT2 masks at rate 1/N and train the same way).
+pub fn first_pass(mut transformed: Vec<TransformedImage>) -> TransformedImage {
+    transformed.swap_remove(0)
+}
+
+/// One discriminator update on (real, fake) and the discriminator's
+/// optimizer; returns the loss value.
+pub fn discriminator_step(
+    disc: Discriminator,
+    optim: &mut burn::optim::ModuleOptimizer,
+    lr: f64,
+    real: Tensor<4>,
+    fake: Tensor<4>,
+    mask: Tensor<4>,
+) -> anyhow::Result<(Discriminator, f64)> {
+    let d_real = disc.forward(real, mask.clone())?;
+    let d_fake = disc.forward(fake.detach(), mask)?;
+    let loss = discriminator_loss(d_real, d_fake);
+    let value = scalar(loss.clone().detach());
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &disc);
+    Ok((optim.step(lr, disc, grads), value))
+}

@@ -1,0 +1,236 @@
+//! Pre-trains a purifier to rebuild clean x from t(x) (ATOP.md section 5):
+//! GAN: L_G = -mean D(x2) + L1(x1, x) + L1(x2, x), hinge loss for D;
+//! AE: L1(g(t(x)), x). Selection by validation reconstruction error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use atop::defense::resize;
+use atop::model::{Discriminator, Purifier};
+use atop::rng::AtopRng;
+use atop::transform::TransformConfig;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+
+use super::{adam, discriminator_step, first_pass, l1_signed, scalar};
+use crate::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use crate::config::OptimConfig;
+use crate::data::Dataset;
+use crate::runner::Stage;
+
+/// The purifier and, for the GAN kind, its discriminator, with optimizers.
+pub struct PurifierTraining {
+    pub purifier: Option<Purifier>,
+    pub discriminator: Option<Discriminator>,
+    pub g_optim: ModuleOptimizer,
+    pub d_optim: ModuleOptimizer,
+}
+
+impl PurifierTraining {
+    pub fn new(
+        purifier: Purifier,
+        discriminator: Option<Discriminator>,
+        cfg: &OptimConfig,
+    ) -> Self {
+        let discriminator = match purifier {
+            Purifier::Gan(_) => discriminator,
+            Purifier::Ae(_) => None,
+        };
+        Self {
+            purifier: Some(purifier),
+            discriminator,
+            g_optim: adam(cfg),
+            d_optim: adam(cfg),
+        }
+    }
+
+    pub fn purifier(&self) -> &Purifier {
+        self.purifier.as_ref().expect("purifier present")
+    }
+
+    pub fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut blobs = BTreeMap::from([
+            ("purifier".to_string(), module_bytes(self.purifier())?),
+            ("g_optim".to_string(), optimizer_bytes(&self.g_optim)?),
+        ]);
+        if let Some(d) = &self.discriminator {
+            blobs.insert("discriminator".into(), module_bytes(d)?);
+            blobs.insert("d_optim".into(), optimizer_bytes(&self.d_optim)?);
+        }
+        Ok(blobs)
+    }
+
+    pub fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
+        let get = |k: &str| blob(blobs, k, path);
+        let p = self.purifier.take().expect("purifier present");
+        self.purifier = Some(load_module(p, get("purifier")?, "purifier checkpoint")?);
+        self.g_optim =
+            load_optimizer(self.g_optim.clone(), get("g_optim")?, "purifier checkpoint")?;
+        if let Some(d) = self.discriminator.take() {
+            self.discriminator = Some(load_module(
+                d,
+                get("discriminator")?,
+                "discriminator checkpoint",
+            )?);
+            self.d_optim = load_optimizer(
+                self.d_optim.clone(),
+                get("d_optim")?,
+                "discriminator checkpoint",
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn load_purifier(&mut self, bytes: &[u8]) -> Result<()> {
+        let p = self.purifier.take().expect("purifier present");
+        self.purifier = Some(load_module(p, bytes, "selected purifier")?);
+        Ok(())
+    }
+
+    /// One generator (and discriminator) update. `input`/`mask` are the
+    /// transformed images; `target` the clean images; `extra` an additional
+    /// loss term on the purified image (AToP's cross-entropy), built from
+    /// the purified output. Returns the losses.
+    pub fn step(
+        &mut self,
+        input: Tensor<4>,
+        mask: Tensor<4>,
+        target: Tensor<4>,
+        lr: f64,
+        gan_term_live: bool,
+        extra: impl FnOnce(Tensor<4>) -> Result<Option<(String, Tensor<1>)>>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let purifier = self.purifier.take().expect("purifier present");
+        let out = purifier.purify(input, mask.clone())?;
+        let mut losses = BTreeMap::new();
+        let mut loss_g = l1_signed(out.image.clone(), target.clone());
+        if let Some(coarse) = out.coarse.clone() {
+            loss_g = loss_g + l1_signed(coarse, target.clone());
+        }
+        losses.insert("recon".to_string(), scalar(loss_g.clone().detach()));
+        if let Some(disc) = self.discriminator.take() {
+            let (disc, d_loss) = discriminator_step(
+                disc,
+                &mut self.d_optim,
+                lr,
+                target.clone(),
+                out.image.clone(),
+                mask.clone(),
+            )?;
+            losses.insert("d_loss".to_string(), d_loss);
+            let adv = disc.forward(out.image.clone(), mask)?.mean().neg();
+            losses.insert("g_adv".to_string(), scalar(adv.clone().detach()));
+            // The public code detaches this term, so it adds no gradient.
+            loss_g = if gan_term_live {
+                loss_g + adv
+            } else {
+                loss_g + adv.detach()
+            };
+            self.discriminator = Some(disc);
+        }
+        if let Some((name, term)) = extra(out.image)? {
+            losses.insert(name, scalar(term.clone().detach()));
+            loss_g = loss_g + term;
+        }
+        losses.insert("g_loss".to_string(), scalar(loss_g.clone().detach()));
+        let grads = GradientsParams::from_grads(loss_g.backward(), &purifier);
+        self.purifier = Some(self.g_optim.step(lr, purifier, grads));
+        Ok(losses)
+    }
+}
+
+/// Mean reconstruction L1 (in [-1,1] units) of the purifier on `data`, with
+/// transform draws from `rng`; no gradients.
+pub fn reconstruction_error(
+    purifier: &Purifier,
+    transform: &TransformConfig,
+    purify_size: usize,
+    data: &Dataset,
+    batch: usize,
+    device: &Device,
+    rng: &mut AtopRng,
+) -> Result<f64> {
+    let purifier = purifier.valid();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut total = 0.0;
+    for chunk in indices.chunks(batch) {
+        let (x, _) = data.batch(chunk, None, device);
+        let x = to_purify_size(x, purify_size);
+        let draw = transform.draw(rng, x.dims())?;
+        let t = first_pass(draw.apply(x.clone())?);
+        let out = purifier.purify(t.image, t.mask)?;
+        total += scalar(l1_signed(out.image, x)) * chunk.len() as f64;
+    }
+    Ok(total / data.len().max(1) as f64)
+}
+
+pub struct PretrainStage<'a> {
+    pub training: PurifierTraining,
+    pub transform: TransformConfig,
+    pub cfg: OptimConfig,
+    pub train: &'a Dataset,
+    pub val: &'a Dataset,
+    pub device: Device,
+    pub purify_size: usize,
+}
+
+/// Resizes a batch to the purifier's working size (0 = unchanged).
+pub fn to_purify_size(x: Tensor<4>, size: usize) -> Tensor<4> {
+    let [n, c, ..] = x.dims();
+    match size {
+        0 => x,
+        s => resize(x, [n, c, s, s]),
+    }
+}
+
+impl Stage for PretrainStage<'_> {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+
+    fn step(
+        &mut self,
+        batch: &[usize],
+        _epoch: usize,
+        rng: &mut AtopRng,
+    ) -> Result<BTreeMap<String, f64>> {
+        let (x, _) = self.train.batch(batch, None, &self.device);
+        let x = to_purify_size(x, self.purify_size);
+        let draw = self.transform.draw(rng, x.dims())?;
+        let t = first_pass(draw.apply(x.clone())?);
+        self.training
+            .step(t.image, t.mask, x, self.cfg.lr, true, |_| Ok(None))
+    }
+
+    fn validate(&mut self, rng: &mut AtopRng) -> Result<f64> {
+        let device = self.device.clone().without_autodiff();
+        let err = reconstruction_error(
+            self.training.purifier(),
+            &self.transform,
+            self.purify_size,
+            self.val,
+            128,
+            &device,
+            rng,
+        )?;
+        Ok(-err)
+    }
+
+    fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.training.save()
+    }
+
+    fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
+        self.training.restore(blobs, path)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        module_bytes(self.training.purifier())
+    }
+
+    fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
+        self.training.load_purifier(bytes)
+    }
+}

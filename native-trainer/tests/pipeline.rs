@@ -1,0 +1,316 @@
+//! The trainer end to end on a tiny synthetic IDX dataset: every stage as a
+//! user runs it, a kill -9 during fine-tuning followed by --resume, and the
+//! errors a user sees for bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn atop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_atop"))
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = atop().args(args).output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend(data);
+    out
+}
+
+/// 28x28 images whose class is drawn as a bright horizontal band.
+fn write_dataset(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", 240u32), ("t10k", 40)] {
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let class = (i % 10) as usize;
+            labels.push(class as u8);
+            for y in 0..28 {
+                for x in 0..28 {
+                    let band = y / 3 == class;
+                    pixels.push(if band {
+                        200
+                    } else {
+                        ((x * 7 + y * 3 + i as usize) % 40) as u8
+                    });
+                }
+            }
+        }
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(&[n, 28, 28], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(&[n], &labels),
+        )
+        .unwrap();
+    }
+}
+
+fn tiny_config(data_dir: &Path) -> String {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/fmnist.toml"
+    ))
+    .unwrap();
+    let mut table: toml::Table = toml::from_str(&shipped).unwrap();
+    let set = |t: &mut toml::Table, path: &str, v: toml::Value| {
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut node = t;
+        for p in &parts[..parts.len() - 1] {
+            node = node.get_mut(*p).unwrap().as_table_mut().unwrap();
+        }
+        node.insert(parts[parts.len() - 1].to_string(), v);
+    };
+    use toml::Value::{Float, Integer, String as S};
+    set(&mut table, "data.dir", S(data_dir.display().to_string()));
+    set(&mut table, "data.validation_fraction", Float(0.1));
+    set(&mut table, "data.validation_limit", Integer(8));
+    set(&mut table, "classifier.width", Integer(4));
+    set(&mut table, "purifier.cnum", Integer(4));
+    set(&mut table, "discriminator.cnum", Integer(4));
+    for stage in ["train_classifier", "pretrain", "finetune"] {
+        set(&mut table, &format!("{stage}.epochs"), Integer(2));
+        set(&mut table, &format!("{stage}.batch_size"), Integer(8));
+        set(
+            &mut table,
+            &format!("{stage}.max_steps_per_epoch"),
+            Integer(6),
+        );
+    }
+    set(&mut table, "eval.subset", Integer(8));
+    set(&mut table, "eval.batch_size", Integer(8));
+    set(&mut table, "eval.score_draws", Integer(2));
+    let attacks: toml::Value = toml::from_str::<toml::Table>(
+        r#"a = [{ norm = "linf", eps = 0.1, steps = 1, eot = 1, mode = "full" },
+                { norm = "linf", eps = 0.1, steps = 1, eot = 1, mode = "classifier-only" }]"#,
+    )
+    .unwrap()["a"]
+        .clone();
+    set(&mut table, "eval.attacks", attacks);
+    set(&mut table, "run.checkpoint_every", Integer(1));
+    toml::to_string(&table).unwrap()
+}
+
+struct Fixture {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("atop-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dataset(&dir.join("data"));
+    let config = dir.join("tiny.toml");
+    std::fs::File::create(&config)
+        .unwrap()
+        .write_all(tiny_config(&dir.join("data")).as_bytes())
+        .unwrap();
+    Fixture { dir, config }
+}
+
+#[test]
+fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
+    let f = fixture("stages");
+    let cfg = f.config.to_str().unwrap();
+    let out = f.dir.join("out");
+    let out_s = out.to_str().unwrap();
+    let (ok, err) = run(&["train-classifier", "--config", cfg, "--out", out_s]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&["pretrain", "--config", cfg, "--out", out_s]);
+    assert!(ok, "{err}");
+    let classifier = out.join("classifier.safetensors");
+    let purifier = out.join("purifier-pretrained.safetensors");
+    assert!(classifier.is_file() && purifier.is_file());
+
+    let finetune_args = |dir: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--config",
+            cfg,
+            "--out",
+            dir.to_str().unwrap(),
+            "--classifier",
+            classifier.to_str().unwrap(),
+            "--purifier",
+            purifier.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // Uninterrupted reference run.
+    let reference = f.dir.join("reference");
+    let status = atop()
+        .args(finetune_args(&reference))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Killed run: SIGKILL as soon as the first checkpoint exists.
+    let killed = f.dir.join("killed");
+    let mut child = atop()
+        .args(finetune_args(&killed))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = killed.join("finetune.ckpt");
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed"
+    );
+    assert!(!killed.join("atop.safetensors").exists());
+
+    let mut args = finetune_args(&killed);
+    args.push("--resume".into());
+    let out = atop().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+
+    let read = |p: PathBuf| {
+        atop::artifact::Artifact::from_bytes(&std::fs::read(&p).unwrap(), "test").unwrap()
+    };
+    let a = read(reference.join("atop.safetensors"));
+    let b = read(killed.join("atop.safetensors"));
+    assert_eq!(
+        a.tensors, b.tensors,
+        "resumed run differs from the uninterrupted one"
+    );
+
+    // Resuming with another configuration is refused.
+    let mut other = args.clone();
+    other.extend(["--set".into(), "finetune.lambda=0.7".into()]);
+    let out = atop().args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("different configuration"),
+        "{stderr}"
+    );
+
+    // Evaluation of the fine-tuned artifact with the pre-trained purifier beside it.
+    let eval_dir = f.dir.join("eval");
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        eval_dir.to_str().unwrap(),
+        "--artifact",
+        killed.join("atop.safetensors").to_str().unwrap(),
+        "--baseline",
+        purifier.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("report.json")).unwrap())
+            .unwrap();
+    let rows = report["eval"]["rows"].as_array().unwrap();
+    // clean + 2 attacks, for the classifier and two defenses.
+    assert_eq!(rows.len(), 9);
+    assert_eq!(report["eval"]["indices"].as_array().unwrap().len(), 8);
+    assert!(
+        std::fs::read_to_string(eval_dir.join("report.md"))
+            .unwrap()
+            .contains("classifier-only")
+    );
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_and_leaves_nothing_behind() {
+    let f = fixture("bad");
+    let cfg = f.config.to_str().unwrap();
+    let out = f.dir.join("out");
+    let out_s = out.to_str().unwrap();
+
+    let (ok, err) = run(&[
+        "train-classifier",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--set",
+        "trainer.epochs=1",
+    ]);
+    assert!(!ok && err.contains("trainer"), "{err}");
+    let (ok, err) = run(&[
+        "train-classifier",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--set",
+        "transform.missing_rate=2",
+    ]);
+    assert!(!ok && err.contains("missing_rate"), "{err}");
+    let (ok, err) = run(&[
+        "train-classifier",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--set",
+        "transform.grid=8",
+    ]);
+    assert!(!ok && err.contains("grid"), "{err}");
+    let (ok, err) = run(&[
+        "train-classifier",
+        "--config",
+        "/nonexistent.toml",
+        "--out",
+        out_s,
+    ]);
+    assert!(!ok && err.contains("/nonexistent.toml"), "{err}");
+
+    let images = f.dir.join("data/train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() - 100]).unwrap();
+    let (ok, err) = run(&["train-classifier", "--config", cfg, "--out", out_s]);
+    assert!(!ok && err.contains("train-images-idx3-ubyte"), "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(!out.join("classifier.safetensors").exists());
+
+    let (ok, err) = run(&[
+        "finetune",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--classifier",
+        "/missing.safetensors",
+        "--purifier",
+        "/missing.safetensors",
+    ]);
+    assert!(!ok && err.contains("/missing.safetensors"), "{err}");
+    std::fs::remove_dir_all(&f.dir).ok();
+}

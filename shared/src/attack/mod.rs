@@ -1,0 +1,15 @@
+//! Adversarial attacks and the gradient modes for randomized defenses
+//! (ATOP.md section 6).
+//!
+//! An attack sees its victim as an [`AttackTarget`]: a differentiable
+//! function from images to logits that may draw randomness from the caller's
+//! generator. How the attack's gradient is computed through a randomized
+//! defense is the [`GradientMode`]; every report names it.
+
+mod pgd;
+mod score;
+mod target;
+
+pub use pgd::{Norm, PgdConfig, fgsm, pgd};
+pub use score::{RandomizedScore, score_randomized};
+pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};

@@ -1,0 +1,119 @@
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::defense::{Defense, resize};
+use crate::error::Result;
+use crate::model::Classifier;
+use crate::rng::AtopRng;
+use crate::transform::TransformDraw;
+
+/// How gradients are taken through a randomized defense.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientMode {
+    /// Exact gradients through transform, purifier and classifier, with a
+    /// fresh transform draw at every evaluation (average over EOT draws).
+    #[default]
+    Full,
+    /// The purifier's backward pass replaced by the identity.
+    Bpda,
+    /// Attack the classifier alone; the result is then scored on the defense
+    /// (transfer; the public code's protocol, known to overstate robustness).
+    ClassifierOnly,
+    /// One transform draw frozen for the whole attack (deterministic).
+    FixedRandomness,
+}
+
+impl GradientMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            GradientMode::Full => "full",
+            GradientMode::Bpda => "bpda",
+            GradientMode::ClassifierOnly => "classifier-only",
+            GradientMode::FixedRandomness => "fixed-randomness",
+        }
+    }
+}
+
+/// What an attack differentiates: images in [0,1] -> logits.
+pub trait AttackTarget {
+    /// Logits for `x`; a randomized target draws from `rng`.
+    fn logits(&self, x: Tensor<4>, rng: &mut AtopRng) -> Result<Tensor<2>>;
+
+    /// Whether two calls on the same input can differ (EOT matters).
+    fn is_randomized(&self) -> bool;
+}
+
+/// The bare classifier.
+pub struct ClassifierTarget<'a>(pub &'a Classifier);
+
+impl AttackTarget for ClassifierTarget<'_> {
+    fn logits(&self, x: Tensor<4>, _rng: &mut AtopRng) -> Result<Tensor<2>> {
+        self.0.forward(x)
+    }
+
+    fn is_randomized(&self) -> bool {
+        false
+    }
+}
+
+/// The whole defense, differentiated in one of the gradient modes.
+/// (`ClassifierOnly` is not a way to differentiate the defense: build a
+/// [`ClassifierTarget`] for the attack and score on the defense.)
+pub struct DefenseTarget<'a> {
+    pub defense: &'a Defense,
+    pub mode: GradientMode,
+    /// The frozen draw for `FixedRandomness` (drawn for the attacked batch).
+    pub fixed_draw: Option<TransformDraw>,
+}
+
+impl<'a> DefenseTarget<'a> {
+    pub fn new(defense: &'a Defense, mode: GradientMode) -> Self {
+        Self {
+            defense,
+            mode,
+            fixed_draw: None,
+        }
+    }
+
+    /// Freezes one draw for a batch of shape `dims` (fixed-randomness mode).
+    pub fn freeze_draw(&mut self, rng: &mut AtopRng, dims: [usize; 4]) -> Result<()> {
+        self.fixed_draw = Some(self.defense.draw(rng, dims)?);
+        Ok(())
+    }
+}
+
+impl AttackTarget for DefenseTarget<'_> {
+    fn logits(&self, x: Tensor<4>, rng: &mut AtopRng) -> Result<Tensor<2>> {
+        let draw = match (&self.fixed_draw, self.mode) {
+            (Some(draw), GradientMode::FixedRandomness) if draw.dims == x.dims() => draw.clone(),
+            _ => self.defense.draw(rng, x.dims())?,
+        };
+        match self.mode {
+            GradientMode::Bpda => {
+                // Forward: the real defense. Backward: through the transform
+                // and the classifier, with the purifier as the identity.
+                let [_, _, h, w] = x.dims();
+                let x = resize(x.clone(), self.defense.purify_dims(x.dims()));
+                let transformed = draw.apply(x)?;
+                let purified = self.defense.purify_transformed(&transformed)?;
+                let straight_through = self.defense.combine(
+                    transformed
+                        .iter()
+                        .zip(&purified)
+                        .map(|(t, p)| t.image.clone() + (p.clone() - t.image.clone()).detach())
+                        .collect(),
+                    &transformed,
+                )?;
+                self.defense
+                    .classifier
+                    .forward(resize(straight_through, [0, 0, h, w]))
+            }
+            _ => Ok(self.defense.forward_with(x, &draw)?.logits),
+        }
+    }
+
+    fn is_randomized(&self) -> bool {
+        self.mode != GradientMode::FixedRandomness
+    }
+}
