@@ -139,13 +139,15 @@ fn main() -> ExitCode {
             let data = pipeline::load_data(cfg)?;
             let c = pipeline::read_artifact(&classifier)?;
             let p = pipeline::read_artifact(&purifier)?;
-            let inputs = format!(
-                "{} {}",
-                c.manifest.payload_sha256, p.manifest.payload_sha256
-            );
-            let c = c.classifier(dev, &classifier.display().to_string())?;
-            let p = p.purifier(dev, &purifier.display().to_string())?;
-            pipeline::finetune(cfg, &data, c, p, dev, &run.out, run.resume, &inputs).map(|_| ())
+            let inputs = pipeline::FinetuneInputs {
+                id: format!(
+                    "{} {}",
+                    c.manifest.payload_sha256, p.manifest.payload_sha256
+                ),
+                classifier: c.classifier(dev, &classifier.display().to_string())?,
+                purifier: p.purifier(dev, &purifier.display().to_string())?,
+            };
+            pipeline::finetune(cfg, &data, inputs, dev, &run.out, run.resume).map(|_| ())
         }),
         Command::Eval {
             run,
@@ -291,17 +293,12 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let data = pipeline::load_data(cfg)?;
     let classifier = pipeline::train_classifier(cfg, &data, device, out, run.resume)?;
     let pretrained = pipeline::pretrain(cfg, &data, device, out, run.resume)?;
-    let inputs = "quickstart";
-    let finetuned = pipeline::finetune(
-        cfg,
-        &data,
-        classifier.model.clone(),
-        pretrained.model.clone(),
-        device,
-        out,
-        run.resume,
-        inputs,
-    )?;
+    let inputs = pipeline::FinetuneInputs {
+        classifier: classifier.model.clone(),
+        purifier: pretrained.model.clone(),
+        id: "quickstart".into(),
+    };
+    let finetuned = pipeline::finetune(cfg, &data, inputs, device, out, run.resume)?;
     // The quickstart's artifact is the fine-tuned one, under its public name.
     let final_path = out.join("fmnist-atop.safetensors");
     std::fs::copy(&finetuned.artifact_path, &final_path)

@@ -231,18 +231,29 @@ pub fn pretrain(
     })
 }
 
-/// AToP fine-tuning of `purifier` against the frozen `classifier`; writes
-/// `out/atop.safetensors` (classifier + fine-tuned purifier + transform).
+/// What fine-tuning starts from.
+pub struct FinetuneInputs {
+    pub classifier: Classifier,
+    pub purifier: Purifier,
+    /// Identifies the inputs (their payload hashes) in the checkpoint's config hash.
+    pub id: String,
+}
+
+/// AToP fine-tuning of the input purifier against the frozen classifier;
+/// writes `out/atop.safetensors` (classifier + fine-tuned purifier + transform).
 pub fn finetune(
     cfg: &RunConfig,
     data: &RunData,
-    classifier: Classifier,
-    purifier: Purifier,
+    inputs: FinetuneInputs,
     device: &Device,
     out: &Path,
     resume: bool,
-    inputs: &str,
 ) -> Result<StageResult<Purifier>> {
+    let FinetuneInputs {
+        classifier,
+        purifier,
+        id,
+    } = inputs;
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.run.seed ^ 3);
     let classifier = classifier.fork(&train_device).freeze();
@@ -263,7 +274,7 @@ pub fn finetune(
         &mut stage,
         &schedule(&cfg.finetune.optim, data.train.len(), cfg, 3),
         out,
-        &config_hash(cfg, &format!("finetune {inputs}")),
+        &config_hash(cfg, &format!("finetune {id}")),
         resume,
         &mut metrics,
     )?;

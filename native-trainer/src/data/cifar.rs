@@ -26,7 +26,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 pub fn parse(path: &Path, bytes: &[u8], cifar100: bool) -> Result<(Vec<f32>, Vec<i64>)> {
     let label_bytes = if cifar100 { 2 } else { 1 };
     let record = label_bytes + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         bail!(
             "{}: {} bytes is not a whole number of {record}-byte CIFAR{} records (truncated or wrong file?)",
             path.display(),

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Times the same networks and steps as `atop bench` in PyTorch eager, on the
+same machine, and prints the ratio atop/PyTorch per benchmark.
+
+    cargo run -p atop-trainer -- bench --json runs/bench-atop.json
+    python3 scripts/bench-vs-pytorch.py --atop runs/bench-atop.json
+
+Networks (the fmnist.toml quickstart models): the small CNN classifier
+(width 16), the DeepFillv2-style generator (cnum 16, one channel, with
+contextual attention), the SN-PatchGAN discriminator (cnum 16), RT2 on 28x28
+(padded to 32 inside the generator). Adam everywhere, batch 32. This script
+is a benchmark twin of the Rust models written for timing, not a reference
+for their numerics (the golden tests use scripts/golden/make_golden.py).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GConv(nn.Module):
+    def __init__(self, cin, cout, k=3, stride=1, dilation=1, act="elu"):
+        super().__init__()
+        self.act, self.cout = act, cout
+        gated = act is not None
+        self.conv = nn.Conv2d(cin, 2 * cout if gated else cout, k, stride, dilation * (k - 1) // 2, dilation)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.act is None:
+            return y
+        f, g = y.split(self.cout, 1)
+        f = F.relu(f) if self.act == "relu" else F.elu(f)
+        return f * torch.sigmoid(g)
+
+
+class Down(nn.Module):
+    def __init__(self, cin, cout, hidden):
+        super().__init__()
+        self.a, self.b = GConv(cin, hidden, 3, 2), GConv(hidden, cout)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+class Up(nn.Module):
+    def __init__(self, cin, cout, hidden):
+        super().__init__()
+        self.a, self.b = GConv(cin, hidden), GConv(hidden, cout)
+
+    def forward(self, x):
+        return self.b(self.a(F.interpolate(x, scale_factor=2, mode="nearest")))
+
+
+def attention(f, mask, scale=10.0):
+    n, c, h, w = f.shape
+    hd, wd = h // 2, w // 2
+    raw = F.unfold(f, 4, padding=1, stride=2)                     # [n, c*16, L]
+    cols = F.unfold(f[:, :, ::2, ::2], 3, padding=1)             # [n, c*9, L]
+    filt = cols / torch.sqrt((cols ** 2 + 1e-4).sum(1, keepdim=True))
+    s = filt.transpose(1, 2) @ cols                              # [n, L, P]
+    eye = torch.eye(3, device=f.device).view(1, 1, 3, 3)
+    L = hd * wd
+    s = F.conv2d(s.view(n, 1, L, L), eye, padding=1)
+    s = s.view(n, hd, wd, hd, wd).permute(0, 2, 1, 4, 3).reshape(n, 1, L, L)
+    s = F.conv2d(s, eye, padding=1)
+    s = s.view(n, wd, hd, wd, hd).permute(0, 2, 1, 4, 3).reshape(n, L, L)
+    m = F.unfold(mask[:, :, ::8, ::8], 3, padding=1)
+    known = (m.sum(1) == 0).float().view(n, L, 1)
+    a = torch.softmax(s * known * scale, 1) * known
+    return F.fold(raw @ a, (h, w), 4, padding=1, stride=2) / 4
+
+
+class Generator(nn.Module):
+    def __init__(self, ch=1, c=16):
+        super().__init__()
+        self.s1 = nn.ModuleList([GConv(ch + 2, c // 2, 5), Down(c // 2, c, c), Down(c, 2 * c, 2 * c)]
+                                + [GConv(2 * c, 2 * c, 3, 1, d) for d in (1, 2, 4, 8, 16, 1, 1)]
+                                + [Up(2 * c, c, c), Up(c, c // 4, c // 2), GConv(c // 4, ch, act=None)])
+        self.b1 = nn.ModuleList([GConv(ch, c // 2, 5), Down(c // 2, c, c // 2), Down(c, 2 * c, c)]
+                                + [GConv(2 * c, 2 * c, 3, 1, d) for d in (1, 2, 4, 8, 16)])
+        self.b2 = nn.ModuleList([GConv(ch, c // 2, 5), Down(c // 2, c, c // 2), Down(c, 2 * c, 2 * c),
+                                 GConv(2 * c, 2 * c, act="relu")])
+        self.b2_after = nn.ModuleList([GConv(2 * c, 2 * c), GConv(2 * c, 2 * c)])
+        self.tail = nn.ModuleList([GConv(4 * c, 2 * c), GConv(2 * c, 2 * c), Up(2 * c, c, c),
+                                   Up(c, c // 4, c // 2), GConv(c // 4, ch, act=None)])
+
+    def forward(self, image, mask):
+        h, w = image.shape[2:]
+        ph, pw = (-h) % 8, (-w) % 8
+        frame = torch.ones_like(mask)
+        image, frame = F.pad(image, (0, pw, 0, ph)), F.pad(frame, (0, pw, 0, ph))
+        mask = F.pad(mask, (0, pw, 0, ph), value=1.0)
+        xin = (image * 2 - 1) * (1 - mask)
+        x = torch.cat([xin, frame, mask], 1)
+        for layer in self.s1:
+            x = layer(x)
+        x1 = torch.tanh(x)
+        blended = x1 * mask + xin * (1 - mask)
+        hb = blended
+        for layer in self.b1:
+            hb = layer(hb)
+        a = blended
+        for layer in self.b2:
+            a = layer(a)
+        a = attention(a, mask)
+        for layer in self.b2_after:
+            a = layer(a)
+        x = torch.cat([hb, a], 1)
+        for layer in self.tail:
+            x = layer(x)
+        x2 = torch.tanh(x)
+        return ((x1 + 1) / 2)[:, :, :h, :w], ((x2 + 1) / 2)[:, :, :h, :w]
+
+
+class Discriminator(nn.Module):
+    def __init__(self, ch=1, c=16):
+        super().__init__()
+        widths = [ch + 1, c, 2 * c, 4 * c, 4 * c, 4 * c, 4 * c]
+        self.convs = nn.ModuleList([nn.utils.parametrizations.spectral_norm(nn.Conv2d(widths[i], widths[i + 1], 5, 2, 2))
+                                    for i in range(6)])
+
+    def forward(self, image, mask):
+        x = torch.cat([image * 2 - 1, mask], 1)
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+        return x.flatten(1)
+
+
+class SmallCnn(nn.Module):
+    def __init__(self, c=16):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, c, 3, padding=1), nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(2 * c * 49, 4 * c), nn.Linear(4 * c, 10)
+
+    def forward(self, x):
+        x = (x - 0.2860) / 0.3530
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def rt2(x, gen):
+    n, _, h, w = x.shape
+    cells = torch.stack([torch.randperm(49, generator=gen) < 12 for _ in range(n)]).float().view(n, 1, 7, 7)
+    mask = F.interpolate(cells, size=(h, w), mode="nearest")
+    noised = (x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    return noised * (1 - mask), mask
+
+
+def timed(name, batch, fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    row = {"name": name, "batch": batch, "median_ms": statistics.median(times), "min_ms": min(times)}
+    print(f"{name:<28} batch {batch:>4}  median {row['median_ms']:>9.2f} ms  min {row['min_ms']:>9.2f} ms", flush=True)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--atop", help="JSON written by `atop bench --json`")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(777)
+    gen = torch.Generator().manual_seed(1)
+    b = args.batch
+    x = torch.rand(b, 1, 28, 28)
+    y = torch.arange(b) % 10
+    f, g, d = SmallCnn(), Generator(), Discriminator()
+    opt_f = torch.optim.Adam(f.parameters(), 1e-3)
+    opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.5, 0.999))
+    rows = []
+
+    def classifier_step():
+        opt_f.zero_grad()
+        F.cross_entropy(f(x), y).backward()
+        opt_f.step()
+    rows.append(timed("classifier train step", b, classifier_step, args.repeats, 2))
+
+    def purifier_step(inp, mask, target, extra=None):
+        x1, x2 = g(inp, mask)
+        opt_d.zero_grad()
+        d_loss = 0.5 * F.relu(1 - d(target, mask)).mean() + 0.5 * F.relu(1 + d(x2.detach(), mask)).mean()
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        loss = 2 * (x1 - target).abs().mean() + 2 * (x2 - target).abs().mean() - d(x2, mask).mean()
+        if extra is not None:
+            loss = loss + extra(x2)
+        loss.backward()
+        opt_g.step()
+
+    def pretrain_step():
+        inp, mask = rt2(x, gen)
+        purifier_step(inp, mask, x)
+    rows.append(timed("purifier pretrain step", b, pretrain_step, args.repeats))
+
+    def forward_backward():
+        inp, mask = rt2(x, gen)
+        g(inp, mask)[1].mean().backward()
+    rows.append(timed("purifier forward+backward", b, forward_backward, args.repeats))
+
+    for p in f.parameters():
+        p.requires_grad_(False)
+    f.eval()
+
+    def fgsm(model, x0, eps):
+        xa = x0.clone().requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        return (x0 + eps * grad.sign()).clamp(0, 1).detach()
+
+    def finetune_step():
+        x_adv = fgsm(f, x, 0.1)
+        inp, mask = rt2(x_adv, gen)
+        purifier_step(inp, mask, x, lambda x2: 0.1 * F.cross_entropy(f(x2), y))
+    rows.append(timed("AToP finetune step", b, finetune_step, args.repeats))
+
+    def pgd_classifier():
+        fgsm(f, x, 8 / 255)
+    rows.append(timed("PGD step (classifier)", b, pgd_classifier, args.repeats))
+
+    def defense(xa):
+        inp, mask = rt2(xa, gen)
+        return f(g(inp, mask)[1])
+
+    def pgd_defense():
+        fgsm(defense, x, 8 / 255)
+    rows.append(timed("PGD step (defense, EOT 1)", b, pgd_defense, args.repeats))
+
+    if args.atop:
+        atop = {r["name"]: r for r in json.load(open(args.atop))}
+        print(f"\n| step (batch {b}) | atop ms | PyTorch ms | atop / PyTorch |\n|---|---|---|---|")
+        for r in rows:
+            a = atop.get(r["name"])
+            if a:
+                print(f"| {r['name']} | {a['median_ms']:.1f} | {r['median_ms']:.1f} | {a['median_ms'] / r['median_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
