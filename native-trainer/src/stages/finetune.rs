@@ -4,7 +4,6 @@
 //! robust accuracy on validation data under the training attack.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Result;
 use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, PgdConfig, fgsm, pgd};
@@ -17,7 +16,6 @@ use burn::tensor::{Device, Tensor};
 
 use super::pretrain::{PurifierTraining, to_purify_size};
 use super::{correct, cross_entropy, first_pass};
-use crate::checkpoint::module_bytes;
 use crate::config::{AttackThrough, FinetuneConfig, GanTerm, TrainingAttackKind};
 use crate::data::Dataset;
 use crate::runner::Stage;
@@ -147,19 +145,5 @@ impl Stage for FinetuneStage<'_> {
         Ok(right as f64 / self.val.len().max(1) as f64)
     }
 
-    fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
-        self.training.save()
-    }
-
-    fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
-        self.training.restore(blobs, path)
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>> {
-        module_bytes(self.training.purifier())
-    }
-
-    fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
-        self.training.load_purifier(bytes)
-    }
+    super::purifier_stage_persistence!();
 }

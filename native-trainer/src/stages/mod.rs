@@ -5,6 +5,33 @@ pub mod classifier;
 pub mod finetune;
 pub mod pretrain;
 
+/// The checkpoint methods of a stage that trains a purifier through a
+/// `training: PurifierTraining` field (pre-training and fine-tuning).
+macro_rules! purifier_stage_persistence {
+    () => {
+        fn save(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+            self.training.save()
+        }
+
+        fn restore(
+            &mut self,
+            blobs: &std::collections::BTreeMap<String, Vec<u8>>,
+            path: &std::path::Path,
+        ) -> anyhow::Result<()> {
+            self.training.restore(blobs, path)
+        }
+
+        fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
+            crate::checkpoint::module_bytes(self.training.purifier())
+        }
+
+        fn load_snapshot(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+            self.training.load_purifier(bytes)
+        }
+    };
+}
+pub(crate) use purifier_stage_persistence;
+
 use atop::model::{Classifier, Discriminator};
 use atop::transform::TransformedImage;
 use burn::optim::AdamConfig;

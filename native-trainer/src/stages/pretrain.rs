@@ -218,19 +218,5 @@ impl Stage for PretrainStage<'_> {
         Ok(-err)
     }
 
-    fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
-        self.training.save()
-    }
-
-    fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
-        self.training.restore(blobs, path)
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>> {
-        module_bytes(self.training.purifier())
-    }
-
-    fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
-        self.training.load_purifier(bytes)
-    }
+    super::purifier_stage_persistence!();
 }
