@@ -2,7 +2,8 @@
 # The README's main job: every AToP stage on Fashion-MNIST with small models
 # on the pure-Rust CPU backend, then the robustness report.
 #
-#   scripts/quickstart.sh [OUT_DIR]        (default runs/quickstart)
+#   scripts/quickstart.sh [OUT_DIR [atop quickstart options...]]
+#   (default runs/quickstart; e.g. `scripts/quickstart.sh runs/quickstart --resume`)
 #
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (installed
 # here if missing) or from data/fashion-mnist (scripts/fetch-data.sh).
@@ -27,4 +28,4 @@ fi
 
 # The dev profile optimises all dependencies (burn's kernels) at -O3, so it
 # trains as fast as --release without a second full build of burn.
-exec cargo run -p atop-trainer -- quickstart --out "$out"
+exec cargo run -p atop-trainer -- quickstart --out "$out" "${@:2}"
