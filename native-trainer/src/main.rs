@@ -206,6 +206,9 @@ fn with_run(run: &RunArgs, f: impl FnOnce(&RunConfig, &Device) -> Result<()>) ->
     f(&cfg, &device)
 }
 
+// burn marks its LibTorch backend deprecated but it works in 0.22.1; it is
+// the CUDA path of this trainer until a CubeCL backend replaces it.
+#[cfg_attr(feature = "tch", allow(deprecated))]
 fn select_device(name: &str) -> Result<Device> {
     match name {
         "flex" => Ok(Device::flex()),
