@@ -263,7 +263,7 @@ fn eval_command(
         purifiers.insert(0, ("baseline defense", b));
     }
     let report = pipeline::run_eval(cfg, &data, &classifier, &purifiers, device)?;
-    report::write(
+    let md = report::write(
         &run.out,
         &report::Report {
             title: "atop eval".into(),
@@ -275,18 +275,7 @@ fn eval_command(
             training: None,
         },
     )?;
-    println!(
-        "{}",
-        report::markdown(&report::Report {
-            title: "atop eval".into(),
-            artifacts: vec![],
-            dataset: data.test.name.clone(),
-            command: command_line.into(),
-            elapsed_seconds: start.elapsed().as_secs_f64(),
-            eval: &report,
-            training: None,
-        })
-    );
+    println!("{md}");
     Ok(())
 }
 
@@ -319,7 +308,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let sha = |p: &Path| -> Result<(String, String)> {
         Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
     };
-    report::write(
+    let md = report::write(
         out,
         &report::Report {
             title: "atop quickstart: Fashion-MNIST".into(),
@@ -339,7 +328,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
             })),
         },
     )?;
-    println!("{}", std::fs::read_to_string(out.join("report.md"))?);
+    println!("{md}");
     Ok(())
 }
 

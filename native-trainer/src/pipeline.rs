@@ -15,7 +15,6 @@ use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
 use crate::data::{self, Dataset};
 use crate::eval::{EvalReport, evaluate, subset_indices};
-use crate::metrics::MetricsLog;
 use crate::runner::{Schedule, run_stage};
 use crate::stages::classifier::ClassifierStage;
 use crate::stages::finetune::FinetuneStage;
@@ -151,14 +150,12 @@ pub fn train_classifier(
         cfg.data.augment.clone(),
         train_device,
     );
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     let outcome = run_stage(
         &mut stage,
         &schedule(&cfg.train_classifier, data.train.len(), cfg, 1),
         out,
         &config_hash(cfg, "train-classifier"),
         resume,
-        &mut metrics,
     )?;
     let model = stage.into_model();
     let mut m = manifest(cfg, data, "train-classifier");
@@ -200,14 +197,12 @@ pub fn pretrain(
         device: train_device,
         purify_size: cfg.data.purify_size,
     };
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     let outcome = run_stage(
         &mut stage,
         &schedule(&cfg.pretrain, data.train.len(), cfg, 2),
         out,
         &config_hash(cfg, "pretrain"),
         resume,
-        &mut metrics,
     )?;
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "pretrain");
@@ -269,14 +264,12 @@ pub fn finetune(
         device: train_device,
         purify_size: cfg.data.purify_size,
     };
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"))?;
     let outcome = run_stage(
         &mut stage,
         &schedule(&cfg.finetune.optim, data.train.len(), cfg, 3),
         out,
         &config_hash(cfg, &format!("finetune {id}")),
         resume,
-        &mut metrics,
     )?;
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "finetune");

@@ -73,11 +73,13 @@ pub fn markdown(report: &Report) -> String {
     md
 }
 
-pub fn write(dir: &Path, report: &Report) -> Result<()> {
+/// Writes report.json and report.md into `dir`; returns the markdown.
+pub fn write(dir: &Path, report: &Report) -> Result<String> {
     write_atomic(
         &dir.join("report.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
-    write_atomic(&dir.join("report.md"), markdown(report).as_bytes())?;
-    Ok(())
+    let md = markdown(report);
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    Ok(md)
 }

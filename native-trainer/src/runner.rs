@@ -78,8 +78,8 @@ pub fn run_stage<S: Stage>(
     out_dir: &Path,
     config_hash: &str,
     resume: bool,
-    metrics: &mut MetricsLog,
 ) -> Result<Outcome> {
+    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
     let ckpt_path = checkpoint_path(out_dir, stage.name());
     let mut state = StageState {
         stage: stage.name().to_string(),
