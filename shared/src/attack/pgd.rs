@@ -205,6 +205,8 @@ pub fn pgd<T: AttackTarget + ?Sized>(
     let x = x.detach();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &device);
     let alpha = cfg.alpha();
+    // A deterministic target gives the same gradient on every draw: one suffices.
+    let eot = if target.is_randomized() { cfg.eot } else { 1 };
     let mut best: Option<(Tensor<4>, Tensor<1, burn::tensor::Bool>)> = None;
     for _ in 0..=cfg.restarts {
         let mut x_adv = if cfg.random_start && cfg.eps > 0.0 {
@@ -213,7 +215,7 @@ pub fn pgd<T: AttackTarget + ?Sized>(
             x.clone()
         };
         for _ in 0..cfg.steps {
-            let (g, _) = loss_gradient(target, &x_adv, &y, None, cfg.eot, rng)?;
+            let (g, _) = loss_gradient(target, &x_adv, &y, None, eot, rng)?;
             let step = match cfg.norm {
                 Norm::Linf => g.sign().mul_scalar(alpha),
                 Norm::L2 => {
