@@ -8,6 +8,7 @@ mod data;
 mod eval;
 mod metrics;
 mod pipeline;
+mod plot;
 mod report;
 mod runner;
 mod stages;
@@ -110,6 +111,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Redraw the PNG plots of an output directory from its metrics.jsonl and report.json.
+    Plot { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -123,13 +126,16 @@ fn main() -> ExitCode {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let result = match Cli::parse().command {
         Command::Inspect { artifact, json } => inspect(&artifact, json),
+        Command::Plot { dir } => redraw_plots(&dir),
         Command::TrainClassifier(run) => with_run(&run, |cfg, dev| {
             let data = pipeline::load_data(cfg)?;
-            pipeline::train_classifier(cfg, &data, dev, &run.out, run.resume).map(|_| ())
+            pipeline::train_classifier(cfg, &data, dev, &run.out, run.resume)?;
+            draw_plots(&run.out, None)
         }),
         Command::Pretrain(run) => with_run(&run, |cfg, dev| {
             let data = pipeline::load_data(cfg)?;
-            pipeline::pretrain(cfg, &data, dev, &run.out, run.resume).map(|_| ())
+            pipeline::pretrain(cfg, &data, dev, &run.out, run.resume)?;
+            draw_plots(&run.out, None)
         }),
         Command::Finetune {
             run,
@@ -147,7 +153,8 @@ fn main() -> ExitCode {
                 classifier: c.classifier(dev, &classifier.display().to_string())?,
                 purifier: p.purifier(dev, &purifier.display().to_string())?,
             };
-            pipeline::finetune(cfg, &data, inputs, dev, &run.out, run.resume).map(|_| ())
+            pipeline::finetune(cfg, &data, inputs, dev, &run.out, run.resume)?;
+            draw_plots(&run.out, None)
         }),
         Command::Eval {
             run,
@@ -276,7 +283,7 @@ fn eval_command(
         },
     )?;
     println!("{md}");
-    Ok(())
+    draw_plots(&run.out, Some((&report, "atop eval")))
 }
 
 fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &str) -> Result<()> {
@@ -329,7 +336,51 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         },
     )?;
     println!("{md}");
+    draw_plots(out, Some((&eval, "atop quickstart: Fashion-MNIST")))
+}
+
+/// Draws the training curves found in `dir` (and the results chart when
+/// given), and names each file written.
+fn draw_plots(dir: &Path, results: Option<(&eval::EvalReport, &str)>) -> Result<()> {
+    let mut written = plot::training_curves(dir)?;
+    if let Some((report, title)) = results {
+        let path = dir.join("results.png");
+        plot::results(report, &path, title)?;
+        written.push(path);
+    }
+    for path in &written {
+        tracing::info!("plot written: {}", path.display());
+    }
     Ok(())
+}
+
+/// `atop plot DIR`: the plots again, from what a run left in DIR.
+fn redraw_plots(dir: &Path) -> Result<()> {
+    let report_path = dir.join("report.json");
+    let results = if report_path.exists() {
+        let text = std::fs::read_to_string(&report_path)
+            .with_context(|| format!("cannot read {}", report_path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not JSON", report_path.display()))?;
+        let eval: eval::EvalReport =
+            serde_json::from_value(value["eval"].clone()).with_context(|| {
+                format!(
+                    "{}: no evaluation table under \"eval\"",
+                    report_path.display()
+                )
+            })?;
+        let title = value["title"].as_str().unwrap_or("atop eval").to_string();
+        Some((eval, title))
+    } else {
+        None
+    };
+    if results.is_none() && !dir.join("metrics.jsonl").exists() {
+        bail!(
+            "{}: nothing to plot (no metrics.jsonl or report.json)",
+            dir.display()
+        );
+    }
+    draw_plots(dir, results.as_ref().map(|(e, t)| (e, t.as_str())))
 }
 
 fn inspect(path: &Path, json: bool) -> Result<()> {

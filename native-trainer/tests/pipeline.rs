@@ -138,6 +138,9 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
     let classifier = out.join("classifier.safetensors");
     let purifier = out.join("purifier-pretrained.safetensors");
     assert!(classifier.is_file() && purifier.is_file());
+    assert_drawn(&out.join("curves-train-classifier.png"), 560);
+    // Generator and discriminator losses plus validation: two columns.
+    assert_drawn(&out.join("curves-pretrain.png"), 1120);
 
     let finetune_args = |dir: &Path| -> Vec<String> {
         [
@@ -256,7 +259,40 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
             .unwrap()
             .contains("classifier-only")
     );
+    let results = eval_dir.join("results.png");
+    assert_drawn(&results, 1100);
+    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 44 * 9);
+
+    // `atop plot` redraws from what the run left; an empty directory is named.
+    std::fs::remove_file(&results).unwrap();
+    let (ok, err) = run(&["plot", eval_dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_drawn(&results, 1100);
+    let empty = f.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, err) = run(&["plot", empty.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("empty") && err.contains("nothing to plot"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&f.dir).ok();
+}
+
+/// A PNG of the given width with something drawn on it: a good share of
+/// non-white pixels and some saturated blue (the curves and bars).
+fn assert_drawn(path: &Path, width: u32) {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    assert_eq!(img.width(), width, "{}", path.display());
+    let pixels = img.pixels().count();
+    let inked = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+    let blue = img
+        .pixels()
+        .filter(|p| p.0[2] > 200 && p.0[0] < 120 && p.0[1] < 120)
+        .count();
+    assert!(inked * 50 > pixels, "{}: almost blank", path.display());
+    assert!(blue > 100, "{}: no curve or bar drawn", path.display());
 }
 
 #[test]
