@@ -6,10 +6,14 @@
 //! generator. How the attack's gradient is computed through a randomized
 //! defense is the [`GradientMode`]; every report names it.
 
+mod apgd;
+mod common;
 mod pgd;
 mod score;
 mod target;
 
-pub use pgd::{Norm, PgdConfig, fgsm, pgd};
+pub use apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
+pub use common::{AttackLoss, Norm, per_sample_loss};
+pub use pgd::{PgdConfig, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};

@@ -1,21 +1,15 @@
 //! FGSM and PGD (L-infinity and L2) with random start, restarts and EOT.
 
-use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::common::{
+    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
+    per_sample_norm, project,
+};
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
-use crate::rng::{AtopRng, fill_standard_normal};
-
-/// The threat model's norm.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Norm {
-    #[default]
-    Linf,
-    L2,
-}
+use crate::rng::AtopRng;
 
 /// Projected gradient descent on the cross-entropy loss.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -50,12 +44,7 @@ impl Default for PgdConfig {
 
 impl PgdConfig {
     pub fn validate(&self) -> Result<()> {
-        if !(self.eps.is_finite() && self.eps >= 0.0) {
-            return Err(AtopError::config(
-                "attack.eps",
-                format!("must be finite and >= 0, got {}", self.eps),
-            ));
-        }
+        check_eps(self.eps)?;
         if self.steps == 0 || self.eot == 0 {
             return Err(AtopError::config(
                 "attack",
@@ -99,87 +88,17 @@ pub fn fgsm<T: AttackTarget + ?Sized>(
     pgd(target, x, labels, &cfg, rng)
 }
 
-/// The cross-entropy gradient w.r.t. `x`, averaged over `eot` draws
-/// (the batch is repeated `eot` times and run as one).
-fn loss_gradient<T: AttackTarget + ?Sized>(
-    target: &T,
-    x: &Tensor<4>,
-    labels: &Tensor<1, Int>,
-    classes: Option<usize>,
-    eot: usize,
-    rng: &mut AtopRng,
-) -> Result<(Tensor<4>, usize)> {
-    let x = x.clone().detach().require_grad();
-    let x_rep = if eot > 1 {
-        x.clone().repeat_dim(0, eot)
-    } else {
-        x.clone()
-    };
-    let logits = target.logits(x_rep, rng)?;
-    let [_, k] = logits.dims();
-    if let Some(c) = classes
-        && c != k
-    {
-        return Err(AtopError::shape(
-            "logits",
-            format!("[n, {c}]"),
-            &logits.dims(),
-        ));
-    }
-    let y = if eot > 1 {
-        labels.clone().repeat_dim(0, eot)
-    } else {
-        labels.clone()
-    };
-    let loss = cross_entropy_with_logits(logits, y.one_hot::<2>(k).float());
-    let grads = loss.backward();
-    let g = x.grad(&grads).ok_or_else(|| {
-        AtopError::tensor(
-            "attack input",
-            "no gradient reached the input: is the model on an autodiff device?",
-        )
-    })?;
-    Ok((g.detach(), k))
-}
-
-fn per_sample_norm(t: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = t.dims();
-    t.powi_scalar(2)
-        .reshape([n, c * h * w])
-        .sum_dim(1)
-        .sqrt()
-        .reshape([n, 1, 1, 1])
-}
-
-/// Projects `x_adv` onto the eps-ball around `x` and the [0,1] box.
-fn project(x_adv: Tensor<4>, x: &Tensor<4>, cfg: &PgdConfig) -> Tensor<4> {
-    let delta = x_adv - x.clone();
-    let delta = match cfg.norm {
-        Norm::Linf => delta.clamp(-cfg.eps, cfg.eps),
-        Norm::L2 => {
-            let norm = per_sample_norm(delta.clone()).clamp_min(1e-12);
-            let factor = norm.clone().recip().mul_scalar(cfg.eps).clamp_max(1.0);
-            delta * factor
-        }
-    };
-    (x.clone() + delta).clamp(0.0, 1.0)
-}
-
 fn random_start(x: &Tensor<4>, cfg: &PgdConfig, rng: &mut AtopRng) -> Tensor<4> {
-    let dims = x.dims();
-    let mut noise = vec![0f32; dims.iter().product()];
-    fill_standard_normal(rng, &mut noise);
-    let noise = Tensor::<4>::from_data(TensorData::new(noise, dims), &x.device());
+    let noise = normal_like(x, rng);
     let delta = match cfg.norm {
-        // Uniform in the cube from normal samples via the error function is
-        // overkill: a clipped normal scaled to eps covers the ball well.
+        // A clipped normal scaled to eps covers the cube well enough.
         Norm::Linf => noise.mul_scalar(cfg.eps / 2.0).clamp(-cfg.eps, cfg.eps),
         Norm::L2 => {
             let norm = per_sample_norm(noise.clone()).clamp_min(1e-12);
             noise / norm * cfg.eps * 0.5
         }
     };
-    project(x.clone() + delta, x, cfg)
+    project(x.clone() + delta, x, cfg.norm, cfg.eps)
 }
 
 /// PGD on `target`. Returns adversarial images in the eps-ball around `x`
@@ -194,20 +113,11 @@ pub fn pgd<T: AttackTarget + ?Sized>(
 ) -> Result<Tensor<4>> {
     cfg.validate()?;
     let dims = x.dims();
-    if labels.len() != dims[0] {
-        return Err(AtopError::shape(
-            "attack labels",
-            format!("{} labels", dims[0]),
-            &[labels.len()],
-        ));
-    }
-    let device = x.device();
+    check_labels(labels, dims)?;
     let x = x.detach();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &device);
+    let y = int_tensor(labels, &x.device());
     let alpha = cfg.alpha();
-    // A deterministic target gives the same gradient on every draw: one suffices.
-    let eot = if target.is_randomized() { cfg.eot } else { 1 };
-    let mut best: Option<(Tensor<4>, Tensor<1, burn::tensor::Bool>)> = None;
+    let mut best: Option<(Tensor<4>, Tensor<1, Bool>)> = None;
     for _ in 0..=cfg.restarts {
         let mut x_adv = if cfg.random_start && cfg.eps > 0.0 {
             random_start(&x, cfg, rng)
@@ -215,15 +125,17 @@ pub fn pgd<T: AttackTarget + ?Sized>(
             x.clone()
         };
         for _ in 0..cfg.steps {
-            let (g, _) = loss_gradient(target, &x_adv, &y, None, eot, rng)?;
-            let step = match cfg.norm {
-                Norm::Linf => g.sign().mul_scalar(alpha),
-                Norm::L2 => {
-                    let norm = per_sample_norm(g.clone()).clamp_min(1e-12);
-                    g / norm * alpha
-                }
-            };
-            x_adv = project(x_adv + step, &x, cfg);
+            let eval = evaluate(
+                target,
+                &x_adv,
+                &y,
+                None,
+                AttackLoss::CrossEntropy,
+                cfg.eot,
+                rng,
+            )?;
+            let step = ascent_direction(eval.grad, cfg.norm).mul_scalar(alpha);
+            x_adv = project(x_adv + step, &x, cfg.norm, cfg.eps);
         }
         if cfg.restarts == 0 {
             return Ok(x_adv);

@@ -1,5 +1,6 @@
 //! Tests of the shared crate: transforms, models, defense, artifact.
 
+mod apgd;
 mod artifact;
 mod attacks;
 mod common;

@@ -1,0 +1,331 @@
+//! APGD (Croce & Hein, ICML 2020): PGD with momentum and a step size that
+//! halves at checkpoints when progress stalls; cross-entropy or DLR loss,
+//! and the targeted DLR version over the top-k other classes.
+
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
+    per_sample_norm, project, sample_mask, symmetric_uniform_like, to_i64, wrong_once,
+};
+use super::target::AttackTarget;
+use crate::error::{AtopError, Result};
+use crate::rng::AtopRng;
+
+/// APGD's loss.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApgdLoss {
+    #[default]
+    Ce,
+    Dlr,
+}
+
+/// APGD's settings; the defaults are AutoAttack's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApgdConfig {
+    pub norm: Norm,
+    pub eps: f64,
+    /// Iterations per run (AutoAttack: 100).
+    pub steps: usize,
+    /// Runs from new random starts; later runs attack only points still robust.
+    pub restarts: usize,
+    /// Gradient samples averaged per iteration (AutoAttack's `rand`: 20).
+    pub eot: usize,
+    pub loss: ApgdLoss,
+    /// Checkpoint test: halve the step when the loss rose in fewer than this
+    /// fraction of the iterations since the last checkpoint.
+    pub rho: f64,
+    /// Weight of the new step against the previous one (momentum 1 - alpha).
+    pub alpha: f64,
+}
+
+impl Default for ApgdConfig {
+    fn default() -> Self {
+        Self {
+            norm: Norm::Linf,
+            eps: 8.0 / 255.0,
+            steps: 100,
+            restarts: 1,
+            eot: 1,
+            loss: ApgdLoss::Ce,
+            rho: 0.75,
+            alpha: 0.75,
+        }
+    }
+}
+
+impl ApgdConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_eps(self.eps)?;
+        if self.steps == 0 || self.eot == 0 || self.restarts == 0 {
+            return Err(AtopError::config(
+                "attack",
+                "APGD needs steps, eot and restarts of at least 1",
+            ));
+        }
+        for (key, v) in [("attack.rho", self.rho), ("attack.alpha", self.alpha)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(AtopError::config(
+                    key,
+                    format!("must be in (0, 1], got {v}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The iterations after which the step size is checked, as published:
+    /// the first after 22% of the iterations, each later interval 3% shorter
+    /// than the one before but at least 6%. Fractions are rounded down as in
+    /// the official code (the paper rounds up; both agree at 100 steps).
+    pub fn checkpoints(&self) -> Vec<usize> {
+        let n = self.steps;
+        let frac = |f: f64| ((f * n as f64) as usize).max(1);
+        let (first, decrease, minimum) = (frac(0.22), frac(0.03), frac(0.06));
+        let mut points = Vec::new();
+        let (mut at, mut interval) = (first, first);
+        while at <= n {
+            points.push(at);
+            interval = interval.saturating_sub(decrease).max(minimum);
+            at += interval;
+        }
+        points
+    }
+}
+
+/// One APGD run from a random start. Returns per sample the last iterate
+/// that was misclassified, else the highest-loss iterate.
+fn apgd_run<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    y: &Tensor<1, Int>,
+    targets: Option<&Tensor<1, Int>>,
+    loss: AttackLoss,
+    cfg: &ApgdConfig,
+    rng: &mut AtopRng,
+) -> Result<(Tensor<4>, Vec<bool>)> {
+    let dims = x.dims();
+    let n = dims[0];
+    let device = x.device();
+    let start = match cfg.norm {
+        // Uniform in the cube.
+        Norm::Linf => x.clone() + symmetric_uniform_like(x, rng).mul_scalar(cfg.eps),
+        Norm::L2 => {
+            let t = normal_like(x, rng);
+            let length = per_sample_norm(t.clone()).clamp_min(1e-12);
+            x.clone() + t / length * cfg.eps
+        }
+    };
+    let mut x_adv = start.clamp(0.0, 1.0);
+    let mut ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
+    let mut grad = ev.grad.clone();
+    let mut x_best = x_adv.clone();
+    let mut grad_best = grad.clone();
+    let mut loss_best = ev.loss.clone();
+    let mut found = ev.wrong.clone();
+    let mut x_found = x_adv.clone();
+
+    let mut step = vec![2.0 * cfg.eps; n];
+    let mut x_old = x_adv.clone();
+    let mut last_loss = ev.loss.clone();
+    let mut increases = vec![0usize; n];
+    let mut reduced_last = vec![false; n];
+    let mut loss_best_at_check = loss_best.clone();
+    let checkpoints = cfg.checkpoints();
+    let mut next = checkpoints.first().copied().unwrap_or(usize::MAX);
+    let mut last_check = 0usize;
+
+    for i in 0..cfg.steps {
+        let step_t = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(step.iter().map(|&s| s as f32).collect(), [n]),
+            &device,
+        )
+        .reshape([n, 1, 1, 1]);
+        let z = project(
+            x_adv.clone() + ascent_direction(grad.clone(), cfg.norm) * step_t,
+            x,
+            cfg.norm,
+            cfg.eps,
+        );
+        let x_new = if i == 0 {
+            z
+        } else {
+            let a = cfg.alpha;
+            let moved = x_adv.clone()
+                + (z - x_adv.clone()).mul_scalar(a)
+                + (x_adv.clone() - x_old.clone()).mul_scalar(1.0 - a);
+            project(moved, x, cfg.norm, cfg.eps)
+        };
+        x_old = x_adv;
+        x_adv = x_new;
+        ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
+        grad = ev.grad.clone();
+
+        let wrong_mask = sample_mask(&ev.wrong, dims, &device);
+        x_found = x_found.mask_where(wrong_mask, x_adv.clone());
+        for (f, w) in found.iter_mut().zip(&ev.wrong) {
+            *f |= *w;
+        }
+        let improved: Vec<bool> = ev.loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
+        let mask = sample_mask(&improved, dims, &device);
+        x_best = x_best.mask_where(mask.clone(), x_adv.clone());
+        grad_best = grad_best.mask_where(mask, grad.clone());
+        for s in 0..n {
+            if ev.loss[s] > last_loss[s] {
+                increases[s] += 1;
+            }
+            if improved[s] {
+                loss_best[s] = ev.loss[s];
+            }
+        }
+        last_loss.clone_from(&ev.loss);
+
+        if i + 1 == next {
+            let interval = next - last_check;
+            let halve: Vec<bool> = (0..n)
+                .map(|s| {
+                    let oscillating = (increases[s] as f64) < cfg.rho * interval as f64;
+                    let stalled = !reduced_last[s] && loss_best_at_check[s] >= loss_best[s];
+                    oscillating || stalled
+                })
+                .collect();
+            for s in 0..n {
+                if halve[s] {
+                    step[s] /= 2.0;
+                }
+            }
+            let mask = sample_mask(&halve, dims, &device);
+            x_adv = x_adv.mask_where(mask.clone(), x_best.clone());
+            grad = grad.mask_where(mask, grad_best.clone());
+            reduced_last = halve;
+            loss_best_at_check.clone_from(&loss_best);
+            increases.iter_mut().for_each(|c| *c = 0);
+            last_check = next;
+            next = checkpoints
+                .iter()
+                .copied()
+                .find(|&c| c > next)
+                .unwrap_or(usize::MAX);
+        }
+    }
+    let found_mask = sample_mask(&found, dims, &device);
+    Ok((x_best.mask_where(found_mask, x_found), found))
+}
+
+/// Runs `run` on the points not yet fooled, `rounds` times, merging results.
+fn on_robust_points<T, F>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &[i64],
+    rounds: usize,
+    rng: &mut AtopRng,
+    mut run: F,
+) -> Result<Tensor<4>>
+where
+    T: AttackTarget + ?Sized,
+    F: FnMut(usize, &Tensor<4>, &[usize], &mut AtopRng) -> Result<(Tensor<4>, Vec<bool>)>,
+{
+    let dims = x.dims();
+    let device = x.device();
+    let y = int_tensor(labels, &device);
+    let mut x_adv = x.clone();
+    let mut fooled = wrong_once(target, x, &y, rng)?;
+    for round in 0..rounds {
+        let remaining: Vec<usize> = (0..dims[0]).filter(|&i| !fooled[i]).collect();
+        if remaining.is_empty() {
+            break;
+        }
+        let idx = int_tensor(
+            &remaining.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            &device,
+        );
+        let (sub_adv, sub_found) = run(round, &x.clone().select(0, idx.clone()), &remaining, rng)?;
+        // Scatter back: a full-size copy of the sub-batch, placed by a mask.
+        let mut placed = vec![0i64; dims[0]];
+        let mut is_placed = vec![false; dims[0]];
+        for (j, &i) in remaining.iter().enumerate() {
+            // A point not yet fooled takes this round's attempt (its best
+            // loss when no success), so later scoring sees the strongest one.
+            placed[i] = j as i64;
+            is_placed[i] = true;
+            fooled[i] |= sub_found[j];
+        }
+        let full = sub_adv.select(0, int_tensor(&placed, &device));
+        x_adv = x_adv.mask_where(sample_mask(&is_placed, dims, &device), full);
+    }
+    Ok(x_adv)
+}
+
+/// Untargeted APGD with the cross-entropy or DLR loss.
+pub fn apgd<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: Tensor<4>,
+    labels: &[i64],
+    cfg: &ApgdConfig,
+    rng: &mut AtopRng,
+) -> Result<Tensor<4>> {
+    cfg.validate()?;
+    check_labels(labels, x.dims())?;
+    let x = x.detach();
+    let loss = match cfg.loss {
+        ApgdLoss::Ce => AttackLoss::CrossEntropy,
+        ApgdLoss::Dlr => AttackLoss::Dlr,
+    };
+    on_robust_points(target, &x, labels, cfg.restarts, rng, |_, xs, idx, rng| {
+        let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+        let y = int_tensor(&ys, &xs.device());
+        apgd_run(target, xs, &y, None, loss, cfg, rng)
+    })
+}
+
+/// Targeted APGD-DLR (APGD-T): for each of the `target_classes` classes
+/// ranked 2nd, 3rd, ... by the clean logits, a run towards that class on the
+/// points still robust (AutoAttack: 9 targets, one restart each).
+pub fn apgd_targeted<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: Tensor<4>,
+    labels: &[i64],
+    cfg: &ApgdConfig,
+    target_classes: usize,
+    rng: &mut AtopRng,
+) -> Result<Tensor<4>> {
+    cfg.validate()?;
+    check_labels(labels, x.dims())?;
+    let x = x.detach();
+    let [n, ..] = x.dims();
+    let clean = target.logits(x.clone(), rng)?.detach();
+    let [_, k] = clean.dims();
+    if k < 4 {
+        return Err(AtopError::config(
+            "attack",
+            format!("APGD-T needs at least 4 classes, the model has {k}"),
+        ));
+    }
+    let targets_count = target_classes.min(k - 1);
+    let (_, order) = clean.sort_descending_with_indices(1);
+    // ranked[i][r]: the class ranked r-th for point i (0 = top).
+    let ranked = to_i64(order.reshape([n * k]));
+    let rounds = targets_count * cfg.restarts;
+    on_robust_points(target, &x, labels, rounds, rng, |round, xs, idx, rng| {
+        let rank = 1 + round / cfg.restarts;
+        let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+        // The rank is counted among classes other than the true one.
+        let ts: Vec<i64> = idx
+            .iter()
+            .map(|&i| {
+                let row = &ranked[i * k..(i + 1) * k];
+                row.iter()
+                    .copied()
+                    .filter(|&c| c != labels[i])
+                    .nth(rank - 1)
+                    .unwrap_or(row[0])
+            })
+            .collect();
+        let device = xs.device();
+        let (y, t) = (int_tensor(&ys, &device), int_tensor(&ts, &device));
+        apgd_run(target, xs, &y, Some(&t), AttackLoss::DlrTargeted, cfg, rng)
+    })
+}

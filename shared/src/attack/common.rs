@@ -1,0 +1,282 @@
+//! What every attack shares: threat-model projection, per-sample losses and
+//! the EOT-averaged gradient of a per-sample loss.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::target::AttackTarget;
+use crate::error::{AtopError, Result};
+use crate::rng::{AtopRng, fill_standard_normal};
+
+/// The threat model's norm.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    #[default]
+    Linf,
+    L2,
+}
+
+impl Norm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Linf => "Linf",
+            Norm::L2 => "L2",
+        }
+    }
+}
+
+pub(crate) fn check_eps(eps: f64) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(AtopError::config(
+            "attack.eps",
+            format!("must be finite and >= 0, got {eps}"),
+        ))
+    }
+}
+
+pub(crate) fn check_labels(labels: &[i64], dims: [usize; 4]) -> Result<()> {
+    if labels.len() == dims[0] {
+        Ok(())
+    } else {
+        Err(AtopError::shape(
+            "attack labels",
+            format!("{} labels", dims[0]),
+            &[labels.len()],
+        ))
+    }
+}
+
+pub(crate) fn int_tensor(values: &[i64], device: &burn::tensor::Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+pub(crate) fn to_f32(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap_or_default()
+}
+
+pub(crate) fn to_i64(t: Tensor<1, Int>) -> Vec<i64> {
+    t.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default()
+}
+
+/// Per-sample Euclidean norm, shaped [n, 1, 1, 1] for broadcasting.
+pub(crate) fn per_sample_norm(t: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = t.dims();
+    t.powi_scalar(2)
+        .reshape([n, c * h * w])
+        .sum_dim(1)
+        .sqrt()
+        .reshape([n, 1, 1, 1])
+}
+
+/// Projects `x_adv` onto the eps-ball around `x` and then the [0,1] box.
+pub(crate) fn project(x_adv: Tensor<4>, x: &Tensor<4>, norm: Norm, eps: f64) -> Tensor<4> {
+    let delta = x_adv - x.clone();
+    let delta = match norm {
+        Norm::Linf => delta.clamp(-eps, eps),
+        Norm::L2 => {
+            let length = per_sample_norm(delta.clone()).clamp_min(1e-12);
+            let factor = length.recip().mul_scalar(eps).clamp_max(1.0);
+            delta * factor
+        }
+    };
+    (x.clone() + delta).clamp(0.0, 1.0)
+}
+
+/// The steepest-ascent direction of `g` for the norm (sign, or unit L2).
+pub(crate) fn ascent_direction(g: Tensor<4>, norm: Norm) -> Tensor<4> {
+    match norm {
+        Norm::Linf => g.sign(),
+        Norm::L2 => {
+            let length = per_sample_norm(g.clone()).clamp_min(1e-12);
+            g / length
+        }
+    }
+}
+
+/// Standard normal noise shaped like `like`, from the caller's generator.
+pub(crate) fn normal_like(like: &Tensor<4>, rng: &mut AtopRng) -> Tensor<4> {
+    let dims = like.dims();
+    let mut noise = vec![0f32; dims.iter().product()];
+    fill_standard_normal(rng, &mut noise);
+    Tensor::from_data(TensorData::new(noise, dims), &like.device())
+}
+
+/// Uniform noise in (-1, 1) shaped like `like`, from the caller's generator.
+pub(crate) fn symmetric_uniform_like(like: &Tensor<4>, rng: &mut AtopRng) -> Tensor<4> {
+    use rand::RngExt;
+    let dims = like.dims();
+    let noise: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
+        .collect();
+    Tensor::from_data(TensorData::new(noise, dims), &like.device())
+}
+
+/// Broadcasts a per-sample flag [n] over images [n, c, h, w].
+pub(crate) fn sample_mask(
+    flags: &[bool],
+    dims: [usize; 4],
+    device: &burn::tensor::Device,
+) -> Tensor<4, Bool> {
+    Tensor::<1, Bool>::from_data(TensorData::new(flags.to_vec(), [flags.len()]), device)
+        .reshape([dims[0], 1, 1, 1])
+        .expand(dims)
+}
+
+/// The per-sample objective an attack ascends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttackLoss {
+    /// Cross-entropy of the true label.
+    CrossEntropy,
+    /// Difference of logits ratio (Croce & Hein 2020): shift- and
+    /// scale-invariant margin, untargeted.
+    Dlr,
+    /// Targeted DLR towards the given labels.
+    DlrTargeted,
+    /// Negative margin: max other logit minus the true logit (> 0 once wrong).
+    Margin,
+}
+
+/// Per-sample loss values [n] of `logits` for `labels` (and `targets` for
+/// the targeted loss). Differentiable through `logits`.
+pub fn per_sample_loss(
+    loss: AttackLoss,
+    logits: Tensor<2>,
+    labels: &Tensor<1, Int>,
+    targets: Option<&Tensor<1, Int>>,
+) -> Result<Tensor<1>> {
+    let [n, k] = logits.dims();
+    let one_hot = labels.clone().one_hot::<2>(k);
+    let true_logit = (logits.clone() * one_hot.clone().float())
+        .sum_dim(1)
+        .reshape([n]);
+    let max_other = || {
+        logits
+            .clone()
+            .mask_fill(one_hot.clone().bool(), f32::NEG_INFINITY)
+            .max_dim(1)
+            .reshape([n])
+    };
+    // Sorted logits: the order is taken on detached values and gathered from
+    // the live ones, so the gradient flows through the chosen entries.
+    let sorted = |count: usize| -> Result<Tensor<2>> {
+        if k < count {
+            return Err(AtopError::config(
+                "attack.loss",
+                format!("DLR needs at least {count} classes, the model has {k}"),
+            ));
+        }
+        let (_, order) = logits.clone().detach().sort_descending_with_indices(1);
+        Ok(logits.clone().gather(1, order.narrow(1, 0, count)))
+    };
+    Ok(match loss {
+        AttackLoss::CrossEntropy => (log_softmax(logits.clone(), 1) * one_hot.float())
+            .sum_dim(1)
+            .reshape([n])
+            .neg(),
+        AttackLoss::Margin => max_other() - true_logit,
+        AttackLoss::Dlr => {
+            let top = sorted(3)?;
+            let denom = top.clone().narrow(1, 0, 1) - top.narrow(1, 2, 1);
+            (true_logit - max_other()).neg() / (denom.reshape([n]) + 1e-12)
+        }
+        AttackLoss::DlrTargeted => {
+            let targets = targets.ok_or_else(|| {
+                AtopError::config("attack.loss", "the targeted DLR loss needs target labels")
+            })?;
+            let target_logit = (logits.clone() * targets.clone().one_hot::<2>(k).float())
+                .sum_dim(1)
+                .reshape([n]);
+            let top = sorted(4)?;
+            let denom = top.clone().narrow(1, 0, 1)
+                - (top.clone().narrow(1, 2, 1) + top.narrow(1, 3, 1)).mul_scalar(0.5);
+            (true_logit - target_logit).neg() / (denom.reshape([n]) + 1e-12)
+        }
+    })
+}
+
+/// One evaluation of an attack objective at `x`.
+pub(crate) struct Evaluation {
+    /// d(loss)/dx per sample, averaged over the EOT draws.
+    pub grad: Tensor<4>,
+    /// Per-sample loss, averaged over the EOT draws.
+    pub loss: Vec<f32>,
+    /// Per-sample prediction wrong (argmax of the EOT-averaged logits).
+    pub wrong: Vec<bool>,
+}
+
+/// Loss, gradient and prediction at `x`, with `eot` draws of a randomized
+/// target run as one repeated batch.
+pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+    targets: Option<&Tensor<1, Int>>,
+    loss: AttackLoss,
+    eot: usize,
+    rng: &mut AtopRng,
+) -> Result<Evaluation> {
+    let [n, ..] = x.dims();
+    let eot = if target.is_randomized() {
+        eot.max(1)
+    } else {
+        1
+    };
+    let x = x.clone().detach().require_grad();
+    let repeat = |t: Tensor<1, Int>| if eot > 1 { t.repeat_dim(0, eot) } else { t };
+    let x_rep = if eot > 1 {
+        x.clone().repeat_dim(0, eot)
+    } else {
+        x.clone()
+    };
+    let logits = target.logits(x_rep, rng)?;
+    let [_, k] = logits.dims();
+    let losses = per_sample_loss(
+        loss,
+        logits.clone(),
+        &repeat(labels.clone()),
+        targets.map(|t| repeat(t.clone())).as_ref(),
+    )?;
+    let grads = losses.clone().sum().div_scalar(eot as f64).backward();
+    let grad = x.grad(&grads).ok_or_else(|| {
+        AtopError::tensor(
+            "attack input",
+            "no gradient reached the input: is the model on an autodiff device?",
+        )
+    })?;
+    let mean_logits = logits
+        .detach()
+        .reshape([eot, n, k])
+        .mean_dim(0)
+        .reshape([n, k]);
+    let wrong = mean_logits.argmax(1).reshape([n]).not_equal(labels.clone());
+    Ok(Evaluation {
+        grad: grad.detach(),
+        loss: to_f32(losses.detach().reshape([eot, n]).mean_dim(0).reshape([n])),
+        wrong: wrong.into_data().try_to_vec::<bool>().unwrap_or_default(),
+    })
+}
+
+/// Predictions wrong per sample, one forward pass (fresh draw), no gradient.
+pub(crate) fn wrong_once<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+    rng: &mut AtopRng,
+) -> Result<Vec<bool>> {
+    let [n, ..] = x.dims();
+    let logits = target.logits(x.clone().detach(), rng)?.detach();
+    Ok(logits
+        .argmax(1)
+        .reshape([n])
+        .not_equal(labels.clone())
+        .into_data()
+        .try_to_vec::<bool>()
+        .unwrap_or_default())
+}

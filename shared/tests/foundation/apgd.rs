@@ -1,0 +1,188 @@
+use atop::attack::{
+    ApgdConfig, ApgdLoss, AttackLoss, ClassifierTarget, Norm, apgd, apgd_targeted, per_sample_loss,
+    score_randomized,
+};
+use atop::rng::seeded;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::common::*;
+
+/// A small classifier trained on four classes of noisy flat images (mean
+/// brightness 0.1, 0.35, 0.6, 0.85): DLR needs at least four classes.
+pub fn four_class_classifier() -> (atop::model::Classifier, Tensor<4>, Vec<i64>) {
+    let d = device().autodiff();
+    let cfg = atop::model::ClassifierConfig::SmallCnn(atop::model::classifier::SmallCnnConfig {
+        num_classes: 4,
+        width: 8,
+        ..atop::model::classifier::SmallCnnConfig::fashion_mnist()
+    });
+    let mut model = seeded_weights(cfg.init(&d).unwrap(), 11);
+    let n = 48;
+    let labels: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
+    let level: Vec<f32> = labels.iter().map(|&l| 0.1 + 0.25 * l as f32).collect();
+    let x = (images([n, 1, 28, 28], 5, &d) - 0.5).mul_scalar(0.2)
+        + Tensor::<4>::from_data(TensorData::new(level, [n, 1, 1, 1]), &d);
+    let x = x.clamp(0.0, 1.0);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &d);
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..60 {
+        let logits = model.forward(x.clone()).unwrap();
+        let loss = burn::tensor::loss::cross_entropy_with_logits(
+            logits,
+            y.clone().one_hot::<2>(4).float(),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(5e-3, model, grads);
+    }
+    (model.freeze(), x.detach(), labels)
+}
+
+fn accuracy(model: &atop::model::Classifier, x: Tensor<4>, y: &[i64]) -> f64 {
+    score_randomized(&ClassifierTarget(model), x, y, 1, &mut seeded(0))
+        .unwrap()
+        .every_draw_accuracy()
+}
+
+#[test]
+fn apgd_checkpoints_follow_the_published_schedule() {
+    let at = |steps| {
+        ApgdConfig {
+            steps,
+            ..ApgdConfig::default()
+        }
+        .checkpoints()
+    };
+    // 22% first, intervals shrinking by 3% to at least 6%.
+    assert_eq!(at(100), vec![22, 41, 57, 70, 80, 87, 93, 99]);
+    assert_eq!(at(10), vec![2, 3, 4, 5, 6, 7, 8, 9, 10]);
+}
+
+#[test]
+fn per_sample_losses_match_hand_computed_values() {
+    let d = device();
+    let logits = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 1.0, 2.0, 0.0, 0.0, 4.0, 1.0, 2.0], [2, 4]),
+        &d,
+    );
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &d);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 1], [2]), &d);
+    let loss = |kind| {
+        per_sample_loss(kind, logits.clone(), &y, Some(&t))
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    // Sample 0: z = [3,1,2,0], y = 0. Sample 1: z = [0,4,1,2], y = 2.
+    let lse0 = (3f32.exp() + 1f32.exp() + 2f32.exp() + 1.0).ln();
+    let lse1 = (1.0 + 4f32.exp() + 1f32.exp() + 2f32.exp()).ln();
+    let expect = [
+        (AttackLoss::CrossEntropy, [lse0 - 3.0, lse1 - 1.0]),
+        (AttackLoss::Margin, [2.0 - 3.0, 4.0 - 1.0]),
+        // -(z_y - max_other) / (z_1st - z_3rd)
+        (
+            AttackLoss::Dlr,
+            [-(3.0 - 2.0) / (3.0 - 1.0), -(1.0 - 4.0) / (4.0 - 1.0)],
+        ),
+        // -(z_y - z_t) / (z_1st - (z_3rd + z_4th) / 2)
+        (
+            AttackLoss::DlrTargeted,
+            [-(3.0 - 0.0) / (3.0 - 0.5), -(1.0 - 4.0) / (4.0 - 0.5)],
+        ),
+    ];
+    for (kind, want) in expect {
+        let got = loss(kind);
+        assert!(
+            max_abs_diff(&got, &want) < 1e-5,
+            "{kind:?}: {got:?} vs {want:?}"
+        );
+    }
+    // Too few classes for DLR is an error, not a wrong number.
+    let two = logits.narrow(1, 0, 2);
+    assert!(per_sample_loss(AttackLoss::Dlr, two, &y.clone().clamp(0, 1), None).is_err());
+}
+
+#[test]
+fn apgd_stays_in_the_eps_ball_and_the_box() {
+    let (model, x, y) = four_class_classifier();
+    let target = ClassifierTarget(&model);
+    for norm in [Norm::Linf, Norm::L2] {
+        let eps = if norm == Norm::Linf { 0.05 } else { 0.8 };
+        for loss in [ApgdLoss::Ce, ApgdLoss::Dlr] {
+            let cfg = ApgdConfig {
+                norm,
+                eps,
+                steps: 8,
+                loss,
+                ..ApgdConfig::default()
+            };
+            let untargeted = apgd(&target, x.clone(), &y, &cfg, &mut seeded(1)).unwrap();
+            let targeted = apgd_targeted(&target, x.clone(), &y, &cfg, 3, &mut seeded(1)).unwrap();
+            for adv in [untargeted, targeted] {
+                let delta = values(adv.clone() - x.clone());
+                assert!(values(adv).iter().all(|v| (0.0..=1.0).contains(v)));
+                for s in 0..y.len() {
+                    let d = &delta[s * 784..(s + 1) * 784];
+                    let size = match norm {
+                        Norm::Linf => d.iter().fold(0f32, |m, v| m.max(v.abs())),
+                        Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                    };
+                    assert!(
+                        size <= eps as f32 * (1.0 + 1e-4) + 1e-6,
+                        "{norm:?} {loss:?} sample {s}: {size} > {eps}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn apgd_breaks_the_toy_classifier_and_replays_from_its_seed() {
+    let (model, x, y) = four_class_classifier();
+    let clean = accuracy(&model, x.clone(), &y);
+    assert!(clean >= 0.9, "the toy classifier did not train: {clean}");
+    let target = ClassifierTarget(&model);
+    let cfg = ApgdConfig {
+        eps: 0.25,
+        steps: 20,
+        ..ApgdConfig::default()
+    };
+    let ce = apgd(&target, x.clone(), &y, &cfg, &mut seeded(4)).unwrap();
+    let again = apgd(&target, x.clone(), &y, &cfg, &mut seeded(4)).unwrap();
+    assert_eq!(values(ce.clone()), values(again), "same seed, other result");
+    let ce_acc = accuracy(&model, ce, &y);
+    let dlr = ApgdConfig {
+        loss: ApgdLoss::Dlr,
+        ..cfg.clone()
+    };
+    let dlr_acc = accuracy(
+        &model,
+        apgd(&target, x.clone(), &y, &dlr, &mut seeded(4)).unwrap(),
+        &y,
+    );
+    let t_acc = accuracy(
+        &model,
+        apgd_targeted(&target, x.clone(), &y, &dlr, 3, &mut seeded(4)).unwrap(),
+        &y,
+    );
+    // On this toy the darkest class saturates the softmax: its cross-entropy
+    // gradient underflows to zero, which is the masking DLR was made for.
+    assert!(ce_acc <= 0.3, "APGD-CE {ce_acc} vs clean {clean}");
+    assert!(dlr_acc <= 0.1, "APGD-DLR {dlr_acc} vs clean {clean}");
+    assert!(t_acc <= 0.1, "APGD-T {t_acc} vs clean {clean}");
+    // A radius too small to cross to another class leaves it mostly right.
+    let tiny = ApgdConfig {
+        eps: 0.01,
+        loss: ApgdLoss::Dlr,
+        ..cfg
+    };
+    let tiny_acc = accuracy(
+        &model,
+        apgd(&target, x.clone(), &y, &tiny, &mut seeded(4)).unwrap(),
+        &y,
+    );
+    assert!(tiny_acc >= 0.8, "eps 0.01 broke {tiny_acc}");
+}
