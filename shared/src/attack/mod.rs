@@ -10,10 +10,12 @@ mod apgd;
 mod common;
 mod pgd;
 mod score;
+mod square;
 mod target;
 
 pub use apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
 pub use common::{AttackLoss, Norm, per_sample_loss};
 pub use pgd::{PgdConfig, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
+pub use square::{SquareConfig, square};
 pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};

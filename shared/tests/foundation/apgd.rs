@@ -1,6 +1,6 @@
 use atop::attack::{
-    ApgdConfig, ApgdLoss, AttackLoss, ClassifierTarget, Norm, apgd, apgd_targeted, per_sample_loss,
-    score_randomized,
+    ApgdConfig, ApgdLoss, AttackLoss, ClassifierTarget, Norm, SquareConfig, apgd, apgd_targeted,
+    per_sample_loss, score_randomized, square,
 };
 use atop::rng::seeded;
 use burn::module::Module;
@@ -185,4 +185,62 @@ fn apgd_breaks_the_toy_classifier_and_replays_from_its_seed() {
         &y,
     );
     assert!(tiny_acc >= 0.8, "eps 0.01 broke {tiny_acc}");
+}
+
+#[test]
+fn square_window_schedule_halves_at_the_published_iterations() {
+    let cfg = SquareConfig::default();
+    let p = |it| cfg.window_fraction(it);
+    assert_eq!(p(0), 0.8);
+    assert_eq!(p(10), 0.8);
+    assert_eq!(p(11), 0.4);
+    assert_eq!(p(51), 0.2);
+    assert_eq!(p(4999), 0.8 / 128.0);
+    let rescaled = SquareConfig {
+        queries: 1000,
+        rescale_schedule: true,
+        ..cfg
+    };
+    // 100 of 1000 queries is 1000 of 10 000.
+    assert_eq!(rescaled.window_fraction(100), 0.8 / 16.0);
+}
+
+#[test]
+fn square_stays_in_the_ball_lowers_accuracy_and_replays() {
+    let (model, x, y) = four_class_classifier();
+    let target = ClassifierTarget(&model);
+    let clean = accuracy(&model, x.clone(), &y);
+    for (norm, eps) in [(Norm::Linf, 0.25), (Norm::L2, 6.0)] {
+        let cfg = SquareConfig {
+            norm,
+            eps,
+            queries: 300,
+            ..SquareConfig::default()
+        };
+        let adv = square(&target, x.clone(), &y, &cfg, &mut seeded(8)).unwrap();
+        let again = square(&target, x.clone(), &y, &cfg, &mut seeded(8)).unwrap();
+        assert_eq!(
+            values(adv.clone()),
+            values(again),
+            "{norm:?}: same seed, other result"
+        );
+        let delta = values(adv.clone() - x.clone());
+        assert!(values(adv.clone()).iter().all(|v| (0.0..=1.0).contains(v)));
+        for s in 0..y.len() {
+            let d = &delta[s * 784..(s + 1) * 784];
+            let size = match norm {
+                Norm::Linf => d.iter().fold(0f32, |m, v| m.max(v.abs())),
+                Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
+            };
+            assert!(
+                size <= eps as f32 * (1.0 + 1e-4) + 1e-6,
+                "{norm:?} sample {s}: {size}"
+            );
+        }
+        let acc = accuracy(&model, adv, &y);
+        assert!(
+            acc <= clean - 0.5,
+            "Square {norm:?}: {acc} vs clean {clean}"
+        );
+    }
 }
