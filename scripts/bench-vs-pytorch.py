@@ -5,6 +5,9 @@ same machine, and prints the ratio atop/PyTorch per benchmark.
     cargo run -p atop-trainer -- bench --json runs/bench-atop.json
     python3 scripts/bench-vs-pytorch.py --atop runs/bench-atop.json
 
+On a GPU (scripts/gpu-smoke.sh does this): `atop bench --device cuda:0` and
+`--device cuda` here; both wait for the device at the end of each step.
+
 Networks (the fmnist.toml quickstart models): the small CNN classifier
 (width 16), the DeepFillv2-style generator (cnum 16, one channel, with
 contextual attention), the SN-PatchGAN discriminator (cnum 16), RT2 on 28x28
@@ -145,20 +148,29 @@ class SmallCnn(nn.Module):
 
 
 def rt2(x, gen):
+    # The draw happens on the CPU (as in atop) and moves to the model's device.
     n, _, h, w = x.shape
     cells = torch.stack([torch.randperm(49, generator=gen) < 12 for _ in range(n)]).float().view(n, 1, 7, 7)
-    mask = F.interpolate(cells, size=(h, w), mode="nearest")
-    noised = (x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    mask = F.interpolate(cells, size=(h, w), mode="nearest").to(x.device)
+    noise = torch.randn(x.shape, generator=gen).to(x.device)
+    noised = (x + 0.25 * noise).clamp(0, 1)
     return noised * (1 - mask), mask
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(name, batch, fn, repeats, warmup=1):
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     row = {"name": name, "batch": batch, "median_ms": statistics.median(times), "min_ms": min(times)}
     print(f"{name:<28} batch {batch:>4}  median {row['median_ms']:>9.2f} ms  min {row['min_ms']:>9.2f} ms", flush=True)
@@ -171,14 +183,16 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(777)
+    dev = torch.device(args.device)
     gen = torch.Generator().manual_seed(1)
     b = args.batch
-    x = torch.rand(b, 1, 28, 28)
-    y = torch.arange(b) % 10
-    f, g, d = SmallCnn(), Generator(), Discriminator()
+    x = torch.rand(b, 1, 28, 28).to(dev)
+    y = (torch.arange(b) % 10).to(dev)
+    f, g, d = SmallCnn().to(dev), Generator().to(dev), Discriminator().to(dev)
     opt_f = torch.optim.Adam(f.parameters(), 1e-3)
     opt_g = torch.optim.Adam(g.parameters(), 1e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), 1e-4, betas=(0.5, 0.999))

@@ -9,9 +9,15 @@
 #   target/debug/atop train-classifier --device cpu ...     (or --device cuda:0)
 #
 # PyPI's x86_64 torch wheels carry the CUDA libraries (~6.7 GB installed).
+#
+# ATOP_TORCH_VERSION picks another torch (to build for a machine that already
+# has one, e.g. scripts/gpu-smoke.sh); tch's version check is then bypassed,
+# which tch 0.22 has been seen to survive with torch 2.11 (README).
 set -euo pipefail
-venv=${ATOP_TORCH_VENV:-$HOME/.cache/atop-rs/torch-venv}
-version=2.9.0
+version=${ATOP_TORCH_VERSION:-2.9.0}
+default_venv=$HOME/.cache/atop-rs/torch-venv
+[ "$version" = 2.9.0 ] || default_venv=$HOME/.cache/atop-rs/torch-$version-venv
+venv=${ATOP_TORCH_VENV:-$default_venv}
 
 have_torch() {
   "$venv/bin/python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$version')" 2>/dev/null
@@ -30,3 +36,6 @@ export PATH="$venv/bin:\$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export LD_LIBRARY_PATH="$lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
+if [ "$version" != 2.9.0 ]; then
+  echo "export LIBTORCH_BYPASS_VERSION_CHECK=1"
+fi
