@@ -7,14 +7,20 @@
 //! defense is the [`GradientMode`]; every report names it.
 
 mod apgd;
+mod autoattack;
 mod common;
+mod fab;
 mod pgd;
 mod score;
 mod square;
 mod target;
 
 pub use apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
+pub use autoattack::{
+    AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
+};
 pub use common::{AttackLoss, Norm, per_sample_loss};
+pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
 pub use pgd::{PgdConfig, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use square::{SquareConfig, square};

@@ -1,8 +1,8 @@
 //! Tests of the shared crate: transforms, models, defense, artifact.
 
-mod apgd;
 mod artifact;
 mod attacks;
+mod autoattack;
 mod common;
 mod defense;
 mod models;

@@ -1,6 +1,7 @@
 use atop::attack::{
-    ApgdConfig, ApgdLoss, AttackLoss, ClassifierTarget, Norm, SquareConfig, apgd, apgd_targeted,
-    per_sample_loss, score_randomized, square,
+    ApgdConfig, ApgdLoss, AttackLoss, AutoAttackComponent, AutoAttackConfig, AutoAttackVersion,
+    ClassifierTarget, FabConfig, Norm, SquareConfig, apgd, apgd_targeted, autoattack, fab_targeted,
+    per_sample_loss, project_onto_hyperplane_in_box, score_randomized, square,
 };
 use atop::rng::seeded;
 use burn::module::Module;
@@ -243,4 +244,131 @@ fn square_stays_in_the_ball_lowers_accuracy_and_replays() {
             "Square {norm:?}: {acc} vs clean {clean}"
         );
     }
+}
+
+fn assert_in_ball(adv: &Tensor<4>, x: &Tensor<4>, norm: Norm, eps: f64, what: &str) {
+    let delta = values(adv.clone() - x.clone());
+    assert!(
+        values(adv.clone()).iter().all(|v| (0.0..=1.0).contains(v)),
+        "{what}: outside [0,1]"
+    );
+    let size = delta.len() / x.dims()[0];
+    for (s, d) in delta.chunks(size).enumerate() {
+        let length = match norm {
+            Norm::Linf => d.iter().fold(0f32, |m, v| m.max(v.abs())),
+            Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
+        };
+        assert!(
+            length <= eps as f32 * (1.0 + 1e-4) + 1e-6,
+            "{what} sample {s}: {length} > {eps}"
+        );
+    }
+}
+
+#[test]
+fn fab_projection_matches_hand_computed_cases() {
+    let close = |a: Vec<f32>, b: &[f32]| max_abs_diff(&a, b) < 1e-6;
+    // L-infinity, box not binding: both coordinates move by 0.2.
+    assert!(close(
+        project_onto_hyperplane_in_box(&[0.5, 0.5], &[1.0, 1.0], 0.6, Norm::Linf),
+        &[-0.2, -0.2]
+    ));
+    // L-infinity, the first coordinate hits 0: the second makes up the rest.
+    assert!(close(
+        project_onto_hyperplane_in_box(&[0.1, 0.5], &[1.0, 1.0], 0.2, Norm::Linf),
+        &[-0.1, -0.3]
+    ));
+    // L2, box not binding: -c w / |w|^2 with c = 0.5, w = (1, 2).
+    assert!(close(
+        project_onto_hyperplane_in_box(&[0.5, 0.5], &[1.0, 2.0], 1.0, Norm::L2),
+        &[-0.1, -0.2]
+    ));
+    // Moving up, with a negative weight: w . t must rise from -0.5 to 0.
+    assert!(close(
+        project_onto_hyperplane_in_box(&[0.5, 0.5], &[-1.0, 0.0], 0.0, Norm::L2),
+        &[-0.5, 0.0]
+    ));
+    // Out of reach inside the box: everything moves to its bound.
+    assert!(close(
+        project_onto_hyperplane_in_box(&[0.5, 0.25], &[1.0, -1.0], -2.0, Norm::Linf),
+        &[-0.5, 0.75]
+    ));
+}
+
+#[test]
+fn fab_targeted_stays_in_the_ball_and_breaks_the_toy() {
+    let (model, x, y) = four_class_classifier();
+    let target = ClassifierTarget(&model);
+    for (norm, eps) in [(Norm::Linf, 0.25), (Norm::L2, 6.0)] {
+        let cfg = FabConfig {
+            norm,
+            eps,
+            steps: 20,
+            ..FabConfig::default()
+        };
+        let adv = fab_targeted(&target, x.clone(), &y, &cfg, 3, &mut seeded(2)).unwrap();
+        assert_in_ball(&adv, &x, norm, eps, "FAB-T");
+        let acc = accuracy(&model, adv, &y);
+        assert!(acc <= 0.1, "FAB-T {norm:?}: {acc}");
+    }
+    // FAB is a minimum-norm attack: a radius below the boundary's distance
+    // finds nothing and returns the clean images.
+    let tiny = FabConfig {
+        eps: 0.001,
+        steps: 10,
+        ..FabConfig::default()
+    };
+    let adv = fab_targeted(&target, x.clone(), &y, &tiny, 3, &mut seeded(2)).unwrap();
+    assert_eq!(values(adv), values(x.clone()));
+}
+
+#[test]
+fn autoattack_is_the_worst_case_of_its_attacks() {
+    let (model, x, y) = four_class_classifier();
+    let target = ClassifierTarget(&model);
+    let base = AutoAttackConfig {
+        eps: 0.12,
+        steps: 10,
+        target_classes: 3,
+        square_queries: 100,
+        ..AutoAttackConfig::default()
+    };
+    let result = autoattack(&target, x.clone(), &y, &base, &mut seeded(3)).unwrap();
+    assert_in_ball(&result.adversarial, &x, Norm::Linf, 0.12, "AutoAttack");
+    let names: Vec<&str> = result
+        .robust_after
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(names, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+    // Robust flags only ever drop, and the final ones match a re-scoring.
+    let mut prev = result.clean_robust.clone();
+    for (name, flags) in &result.robust_after {
+        assert!(
+            flags.iter().zip(&prev).all(|(now, before)| !now || *before),
+            "{name} revived a point"
+        );
+        prev = flags.clone();
+    }
+    let final_acc = prev.iter().filter(|&&r| r).count() as f64 / y.len() as f64;
+    assert_eq!(accuracy(&model, result.adversarial.clone(), &y), final_acc);
+    // No weaker than its first attack alone.
+    let first_only = AutoAttackConfig {
+        version: AutoAttackVersion::Custom,
+        attacks: vec![AutoAttackComponent::ApgdCe],
+        ..base.clone()
+    };
+    let alone = autoattack(&target, x.clone(), &y, &first_only, &mut seeded(3)).unwrap();
+    let alone_acc = accuracy(&model, alone.adversarial, &y);
+    assert!(
+        final_acc <= alone_acc,
+        "composition {final_acc} vs APGD-CE {alone_acc}"
+    );
+    eprintln!("AutoAttack toy: APGD-CE alone {alone_acc}, standard {final_acc}");
+    // An empty custom list is refused.
+    let empty = AutoAttackConfig {
+        version: AutoAttackVersion::Custom,
+        ..base
+    };
+    assert!(autoattack(&target, x, &y, &empty, &mut seeded(3)).is_err());
 }

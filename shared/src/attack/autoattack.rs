@@ -1,0 +1,235 @@
+//! AutoAttack compositions (Croce & Hein, ICML 2020): attacks run one after
+//! another, each only on the points every earlier attack left robust, so the
+//! result is the worst case per point.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
+use super::common::{Norm, check_eps, check_labels, int_tensor, sample_mask, wrong_once};
+use super::fab::{FabConfig, fab_targeted};
+use super::square::{SquareConfig, square};
+use super::target::AttackTarget;
+use crate::error::{AtopError, Result};
+use crate::rng::AtopRng;
+
+/// One attack of a composition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAttackComponent {
+    ApgdCe,
+    ApgdDlr,
+    /// Targeted APGD-DLR over the top `target_classes` other classes.
+    ApgdT,
+    /// Targeted FAB over the top `target_classes` other classes.
+    FabT,
+    Square,
+}
+
+impl AutoAttackComponent {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ApgdCe => "apgd-ce",
+            Self::ApgdDlr => "apgd-dlr",
+            Self::ApgdT => "apgd-t",
+            Self::FabT => "fab-t",
+            Self::Square => "square",
+        }
+    }
+
+    /// Whether the attack follows gradients (so gradient modes and EOT apply).
+    pub fn uses_gradients(self) -> bool {
+        self != Self::Square
+    }
+}
+
+/// Which composition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAttackVersion {
+    /// APGD-CE, APGD-T, FAB-T, Square (deterministic defenses).
+    #[default]
+    Standard,
+    /// APGD-CE and APGD-DLR with EOT over `eot` draws (randomized defenses).
+    Rand,
+    /// The attacks listed in `attacks`, in that order.
+    Custom,
+}
+
+/// AutoAttack settings; the defaults are the official ones.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoAttackConfig {
+    pub norm: Norm,
+    pub eps: f64,
+    pub version: AutoAttackVersion,
+    /// The attacks of a `custom` composition.
+    pub attacks: Vec<AutoAttackComponent>,
+    /// APGD iterations (and FAB's).
+    pub steps: usize,
+    /// Target classes of APGD-T and FAB-T.
+    pub target_classes: usize,
+    pub square_queries: usize,
+    /// Gradient samples per APGD iteration: 1 in `standard`, 20 in `rand`.
+    pub eot: usize,
+}
+
+impl Default for AutoAttackConfig {
+    fn default() -> Self {
+        Self {
+            norm: Norm::Linf,
+            eps: 8.0 / 255.0,
+            version: AutoAttackVersion::Standard,
+            attacks: Vec::new(),
+            steps: 100,
+            target_classes: 9,
+            square_queries: 5000,
+            eot: 1,
+        }
+    }
+}
+
+impl AutoAttackConfig {
+    /// The official `rand` version: EOT over 20 draws.
+    pub fn rand(norm: Norm, eps: f64) -> Self {
+        Self {
+            norm,
+            eps,
+            version: AutoAttackVersion::Rand,
+            eot: 20,
+            ..Self::default()
+        }
+    }
+
+    /// The attacks this configuration runs, in order.
+    pub fn components(&self) -> Vec<AutoAttackComponent> {
+        use AutoAttackComponent::*;
+        match self.version {
+            AutoAttackVersion::Standard => vec![ApgdCe, ApgdT, FabT, Square],
+            AutoAttackVersion::Rand => vec![ApgdCe, ApgdDlr],
+            AutoAttackVersion::Custom => self.attacks.clone(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        check_eps(self.eps)?;
+        if self.components().is_empty() {
+            return Err(AtopError::config(
+                "attack.attacks",
+                "a custom AutoAttack needs at least one attack",
+            ));
+        }
+        if self.steps == 0 || self.eot == 0 || self.square_queries == 0 {
+            return Err(AtopError::config(
+                "attack",
+                "steps, eot and square_queries must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn apgd(&self, loss: ApgdLoss) -> ApgdConfig {
+        ApgdConfig {
+            norm: self.norm,
+            eps: self.eps,
+            steps: self.steps,
+            restarts: 1,
+            eot: self.eot,
+            loss,
+            ..ApgdConfig::default()
+        }
+    }
+}
+
+/// What a composition found.
+pub struct AutoAttackResult {
+    /// Per point the adversarial image of the first attack that fooled it,
+    /// the clean image where none did.
+    pub adversarial: Tensor<4>,
+    /// Robust flags on the clean images (one forward pass).
+    pub clean_robust: Vec<bool>,
+    /// After each attack, its name and the robust flags so far (cumulative).
+    pub robust_after: Vec<(String, Vec<bool>)>,
+}
+
+/// Runs the composition on `target`. A point counts as fooled when one
+/// forward pass (one draw, for a randomized target) misclassifies it.
+pub fn autoattack<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: Tensor<4>,
+    labels: &[i64],
+    cfg: &AutoAttackConfig,
+    rng: &mut AtopRng,
+) -> Result<AutoAttackResult> {
+    cfg.validate()?;
+    let dims = x.dims();
+    check_labels(labels, dims)?;
+    let device = x.device();
+    let x = x.detach();
+    let y = int_tensor(labels, &device);
+    let clean_robust: Vec<bool> = wrong_once(target, &x, &y, rng)?
+        .into_iter()
+        .map(|w| !w)
+        .collect();
+    let mut robust = clean_robust.clone();
+    let mut adversarial = x.clone();
+    let mut robust_after = Vec::new();
+    for component in cfg.components() {
+        let idx: Vec<usize> = (0..dims[0]).filter(|&i| robust[i]).collect();
+        if !idx.is_empty() {
+            let sub_idx = int_tensor(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), &device);
+            let xs = x.clone().select(0, sub_idx);
+            let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
+            let adv = match component {
+                AutoAttackComponent::ApgdCe => apgd(target, xs, &ys, &cfg.apgd(ApgdLoss::Ce), rng)?,
+                AutoAttackComponent::ApgdDlr => {
+                    apgd(target, xs, &ys, &cfg.apgd(ApgdLoss::Dlr), rng)?
+                }
+                AutoAttackComponent::ApgdT => apgd_targeted(
+                    target,
+                    xs,
+                    &ys,
+                    &cfg.apgd(ApgdLoss::Dlr),
+                    cfg.target_classes,
+                    rng,
+                )?,
+                AutoAttackComponent::FabT => {
+                    let fab = FabConfig {
+                        norm: cfg.norm,
+                        eps: cfg.eps,
+                        steps: cfg.steps,
+                        ..FabConfig::default()
+                    };
+                    fab_targeted(target, xs, &ys, &fab, cfg.target_classes, rng)?
+                }
+                AutoAttackComponent::Square => {
+                    let sq = SquareConfig {
+                        norm: cfg.norm,
+                        eps: cfg.eps,
+                        queries: cfg.square_queries,
+                        ..SquareConfig::default()
+                    };
+                    square(target, xs, &ys, &sq, rng)?
+                }
+            };
+            let fooled = wrong_once(target, &adv, &int_tensor(&ys, &device), rng)?;
+            let mut placed = vec![0i64; dims[0]];
+            let mut take = vec![false; dims[0]];
+            for (j, &i) in idx.iter().enumerate() {
+                placed[i] = j as i64;
+                if fooled[j] {
+                    take[i] = true;
+                    robust[i] = false;
+                }
+            }
+            let full = adv.select(0, int_tensor(&placed, &device));
+            adversarial = adversarial.mask_where(sample_mask(&take, dims, &device), full);
+        }
+        robust_after.push((component.name().to_string(), robust.clone()));
+    }
+    Ok(AutoAttackResult {
+        adversarial,
+        clean_robust,
+        robust_after,
+    })
+}
