@@ -266,7 +266,7 @@ fn square_run<T: AttackTarget + ?Sized>(
             // Odd and at least 3 for the L2 pattern.
             Norm::L2 => {
                 let s = side.max(3);
-                if s % 2 == 0 { s + 1 } else { s }
+                if s.is_multiple_of(2) { s + 1 } else { s }
             }
         }
         .min(h.min(w));
