@@ -6,4 +6,5 @@ mod autoattack;
 mod common;
 mod defense;
 mod models;
+mod parity;
 mod transform;
