@@ -9,6 +9,7 @@
 mod apgd;
 mod autoattack;
 mod common;
+mod cw;
 mod fab;
 mod pgd;
 mod score;
@@ -20,6 +21,7 @@ pub use autoattack::{
     AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
 };
 pub use common::{AttackLoss, Norm, per_sample_loss};
+pub use cw::{CwConfig, carlini_wagner_l2};
 pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
 pub use pgd::{PgdConfig, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};

@@ -1,7 +1,8 @@
 use atop::attack::{
     ApgdConfig, ApgdLoss, AttackLoss, AutoAttackComponent, AutoAttackConfig, AutoAttackVersion,
-    ClassifierTarget, FabConfig, Norm, SquareConfig, apgd, apgd_targeted, autoattack, fab_targeted,
-    per_sample_loss, project_onto_hyperplane_in_box, score_randomized, square,
+    ClassifierTarget, CwConfig, FabConfig, Norm, SquareConfig, apgd, apgd_targeted, autoattack,
+    carlini_wagner_l2, fab_targeted, per_sample_loss, project_onto_hyperplane_in_box,
+    score_randomized, square,
 };
 use atop::rng::seeded;
 use burn::module::Module;
@@ -371,4 +372,29 @@ fn autoattack_is_the_worst_case_of_its_attacks() {
         ..base
     };
     assert!(autoattack(&target, x, &y, &empty, &mut seeded(3)).is_err());
+}
+
+#[test]
+fn carlini_wagner_stays_in_the_l2_ball_and_breaks_the_toy() {
+    let (model, x, y) = four_class_classifier();
+    let target = ClassifierTarget(&model);
+    let cfg = CwConfig {
+        eps: 6.0,
+        c: 10.0,
+        steps: 60,
+        lr: 0.05,
+        ..CwConfig::default()
+    };
+    let adv = carlini_wagner_l2(&target, x.clone(), &y, &cfg, &mut seeded(1)).unwrap();
+    assert_in_ball(&adv, &x, Norm::L2, 6.0, "C&W");
+    let acc = accuracy(&model, adv, &y);
+    assert!(acc <= 0.2, "C&W: {acc}");
+    // Nothing found within a tiny radius: the clean images come back.
+    let tiny = CwConfig {
+        eps: 1e-3,
+        steps: 5,
+        ..cfg
+    };
+    let adv = carlini_wagner_l2(&target, x.clone(), &y, &tiny, &mut seeded(1)).unwrap();
+    assert_eq!(values(adv), values(x));
 }
