@@ -44,7 +44,12 @@ impl Default for CwConfig {
 impl CwConfig {
     pub fn validate(&self) -> Result<()> {
         check_eps(self.eps)?;
-        if self.steps == 0 || !(self.lr > 0.0) || !(self.c > 0.0) || self.kappa < 0.0 {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.steps == 0
+            || !positive(self.lr)
+            || !positive(self.c)
+            || check_eps(self.kappa).is_err()
+        {
             return Err(AtopError::config(
                 "attack",
                 "C&W needs steps >= 1, lr > 0, c > 0 and kappa >= 0",
