@@ -254,6 +254,23 @@ def main():
         fgsm(defense, x, 8 / 255)
     rows.append(timed("PGD step (defense, EOT 1)", b, pgd_defense, args.repeats))
 
+    # Whole attacks on the classifier: torchattacks, when installed (its
+    # torchvision pin may want another torch: use a venv of its own).
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
+        print("torchattacks not installed: attack throughput skipped")
+    if torchattacks is not None:
+        x01 = x.clamp(0, 1)
+        attack_repeats = min(args.repeats, 3)
+        pgd20 = torchattacks.PGD(f, eps=8 / 255, alpha=2 / 255, steps=20)
+        rows.append(timed("PGD-20 attack (classifier)", b, lambda: pgd20(x01, y), attack_repeats))
+        apgd100 = torchattacks.APGD(f, eps=8 / 255, steps=100, loss="ce")
+        rows.append(timed("APGD-CE-100 attack (classifier)", b, lambda: apgd100(x01, y), attack_repeats))
+        for r in rows[-2:]:
+            print(f"{r['name']:<32} {b / (r['median_ms'] / 1e3):>9.0f} images/s")
+
     if args.atop:
         atop = {r["name"]: r for r in json.load(open(args.atop))}
         print(f"\n| step (batch {b}) | atop ms | PyTorch ms | atop / PyTorch |\n|---|---|---|---|")

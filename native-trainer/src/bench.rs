@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, PgdConfig, pgd};
+use atop::attack::{
+    ApgdConfig, ClassifierTarget, DefenseTarget, GradientMode, PgdConfig, apgd, pgd,
+};
 use atop::defense::Defense;
 use atop::rng::seeded;
 use burn::module::Module;
@@ -205,6 +207,51 @@ pub fn run(
                 Ok(())
             },
         )?);
+    }
+    // Whole attacks on the classifier, for throughput in images per second
+    // (the twin script times torchattacks' PGD and APGD on the same network).
+    if wanted("attack") {
+        let mut rng = seeded(4);
+        let target = ClassifierTarget(&frozen);
+        let pgd20 = PgdConfig {
+            steps: 20,
+            eps: 8.0 / 255.0,
+            step_size: Some(2.0 / 255.0),
+            ..PgdConfig::default()
+        };
+        rows.push(time(
+            "PGD-20 attack (classifier)",
+            batch,
+            1,
+            repeats.min(3),
+            &ad,
+            || {
+                pgd(&target, x.clone(), &labels, &pgd20, &mut rng)?;
+                Ok(())
+            },
+        )?);
+        let apgd100 = ApgdConfig {
+            eps: 8.0 / 255.0,
+            ..ApgdConfig::default()
+        };
+        rows.push(time(
+            "APGD-CE-100 attack (classifier)",
+            batch,
+            1,
+            repeats.min(3),
+            &ad,
+            || {
+                apgd(&target, x.clone(), &labels, &apgd100, &mut rng)?;
+                Ok(())
+            },
+        )?);
+        for row in &rows[rows.len() - 2..] {
+            eprintln!(
+                "{:<32} {:>9.0} images/s",
+                row.name,
+                row.batch as f64 / (row.median_ms / 1e3)
+            );
+        }
     }
     Ok(rows)
 }

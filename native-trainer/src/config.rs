@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use atop::attack::{GradientMode, Norm};
+use atop::attack::{AutoAttackComponent, AutoAttackVersion, GradientMode, Norm};
 use atop::model::{ClassifierConfig, DiscriminatorConfig, PurifierConfig};
 use atop::transform::TransformConfig;
 use serde::{Deserialize, Serialize};
@@ -129,17 +129,83 @@ fn one() -> usize {
     1
 }
 
-/// One evaluation attack.
+/// Which evaluation attack (ATOP.md section 6).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalAttackKind {
+    #[default]
+    Pgd,
+    Fgsm,
+    ApgdCe,
+    ApgdDlr,
+    ApgdT,
+    FabT,
+    Square,
+    Cw,
+    /// An AutoAttack composition (`version`: standard, rand or custom).
+    Autoattack,
+}
+
+impl EvalAttackKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pgd => "pgd",
+            Self::Fgsm => "fgsm",
+            Self::ApgdCe => "apgd-ce",
+            Self::ApgdDlr => "apgd-dlr",
+            Self::ApgdT => "apgd-t",
+            Self::FabT => "fab-t",
+            Self::Square => "square",
+            Self::Cw => "cw",
+            Self::Autoattack => "autoattack",
+        }
+    }
+
+    /// Whether the attack follows gradients (Square only queries scores).
+    pub fn uses_gradients(self) -> bool {
+        self != Self::Square
+    }
+}
+
+/// One evaluation attack: kind, threat model, strength and gradient mode.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalAttack {
+    #[serde(default)]
+    pub attack: EvalAttackKind,
     pub norm: Norm,
     pub eps: f64,
+    /// Iterations (PGD, APGD, FAB, C&W; AutoAttack's APGD/FAB).
+    #[serde(default = "hundred")]
     pub steps: usize,
+    /// Gradient samples per step for randomized targets.
+    #[serde(default = "one")]
     pub eot: usize,
     pub mode: GradientMode,
     #[serde(default)]
     pub restarts: usize,
+    /// Square's query budget (also inside AutoAttack).
+    #[serde(default = "five_thousand")]
+    pub queries: usize,
+    /// Target classes of APGD-T and FAB-T.
+    #[serde(default = "nine")]
+    pub target_classes: usize,
+    /// AutoAttack's composition.
+    #[serde(default)]
+    pub version: AutoAttackVersion,
+    /// The attacks of a custom AutoAttack.
+    #[serde(default)]
+    pub attacks: Vec<AutoAttackComponent>,
+}
+
+fn hundred() -> usize {
+    100
+}
+fn five_thousand() -> usize {
+    5000
+}
+fn nine() -> usize {
+    9
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -229,8 +295,17 @@ impl RunConfig {
             if !(a.eps.is_finite() && a.eps >= 0.0) {
                 bail!("eval.attacks[{i}].eps must be >= 0, got {}", a.eps);
             }
-            if a.steps == 0 || a.eot == 0 {
-                bail!("eval.attacks[{i}]: steps and eot must be at least 1");
+            if a.steps == 0 || a.eot == 0 || a.queries == 0 {
+                bail!("eval.attacks[{i}]: steps, eot and queries must be at least 1");
+            }
+            if a.attack == EvalAttackKind::Cw && a.norm != Norm::L2 {
+                bail!("eval.attacks[{i}]: cw is an L2 attack, set norm = \"l2\"");
+            }
+            if a.attack == EvalAttackKind::Autoattack
+                && a.version == AutoAttackVersion::Custom
+                && a.attacks.is_empty()
+            {
+                bail!("eval.attacks[{i}]: a custom AutoAttack needs `attacks = [...]`");
             }
         }
         if self.eval.batch_size == 0 || self.eval.subset == 0 {

@@ -6,6 +6,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod eval;
+mod eval_command;
 mod metrics;
 mod pipeline;
 mod plot;
@@ -72,7 +73,8 @@ enum Command {
         #[arg(long)]
         purifier: PathBuf,
     },
-    /// Robust evaluation of an artifact's classifier and defense.
+    /// Robust evaluation of an artifact's classifier and defense
+    /// (`atop eval merge --out D SHARD...` combines `--shard` runs).
     Eval {
         #[command(flatten)]
         run: RunArgs,
@@ -82,6 +84,22 @@ enum Command {
         /// Another purifier artifact to evaluate side by side (e.g. before fine-tuning).
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Evaluation protocol: a TOML file with the keys of a config's [eval] table.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+        /// Evaluate only the batches b with b % n == i (e.g. `--shard 0/4`).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<eval::Shard>,
+    },
+    /// Combine the report.json files of `atop eval --shard i/n` runs
+    /// (invoked as `atop eval merge`).
+    #[command(name = "eval-merge", hide = true)]
+    EvalMerge {
+        /// Output directory for the merged report.
+        #[arg(long)]
+        out: PathBuf,
+        /// The shards' report.json files or output directories.
+        reports: Vec<PathBuf>,
     },
     /// Every stage on Fashion-MNIST with small models, then the report.
     Quickstart(RunArgs),
@@ -124,7 +142,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    let result = match Cli::parse().command {
+    // `atop eval merge ...` is the hidden `eval-merge` subcommand.
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("eval")
+        && args.get(2).map(String::as_str) == Some("merge")
+    {
+        args.splice(1..3, ["eval-merge".to_string()]);
+    }
+    let result = match Cli::parse_from(args).command {
         Command::Inspect { artifact, json } => inspect(&artifact, json),
         Command::Plot { dir } => redraw_plots(&dir),
         Command::TrainClassifier(run) => with_run(&run, |cfg, dev| {
@@ -160,16 +185,25 @@ fn main() -> ExitCode {
             run,
             artifact,
             baseline,
+            protocol,
+            shard,
         } => with_run(&run, |cfg, dev| {
-            eval_command(
-                cfg,
-                dev,
-                &run,
-                &artifact,
-                baseline.as_deref(),
-                &command_line,
-            )
+            let request = eval_command::EvalRequest {
+                out: &run.out,
+                resume: run.resume,
+                artifact: &artifact,
+                baseline: baseline.as_deref(),
+                protocol: protocol.as_deref(),
+                shard,
+                command_line: &command_line,
+            };
+            let report = eval_command::eval_command(cfg, dev, &request)?;
+            draw_plots(&run.out, Some((&report, "atop eval")))
         }),
+        Command::EvalMerge { out, reports } => {
+            eval_command::merge_command(&out, &reports, &command_line)
+                .and_then(|report| draw_plots(&out, Some((&report, "atop eval (merged)"))))
+        }
         Command::Bench {
             config,
             overrides,
@@ -242,50 +276,6 @@ fn select_device(name: &str) -> Result<Device> {
     }
 }
 
-fn eval_command(
-    cfg: &RunConfig,
-    device: &Device,
-    run: &RunArgs,
-    artifact_path: &Path,
-    baseline: Option<&Path>,
-    command_line: &str,
-) -> Result<()> {
-    let start = Instant::now();
-    let data = pipeline::load_data(cfg)?;
-    let artifact = pipeline::read_artifact(artifact_path)?;
-    let name = artifact_path.display().to_string();
-    let classifier = artifact.classifier(device, &name)?;
-    let purifier = artifact.purifier(device, &name)?;
-    let mut artifacts = vec![(name.clone(), sha256_hex(&std::fs::read(artifact_path)?))];
-    let base = match baseline {
-        Some(b) => {
-            let a = pipeline::read_artifact(b)?;
-            artifacts.push((b.display().to_string(), sha256_hex(&std::fs::read(b)?)));
-            Some(a.purifier(device, &b.display().to_string())?)
-        }
-        None => None,
-    };
-    let mut purifiers = vec![("defense", &purifier)];
-    if let Some(b) = &base {
-        purifiers.insert(0, ("baseline defense", b));
-    }
-    let report = pipeline::run_eval(cfg, &data, &classifier, &purifiers, device)?;
-    let md = report::write(
-        &run.out,
-        &report::Report {
-            title: "atop eval".into(),
-            artifacts,
-            dataset: data.test.name.clone(),
-            command: command_line.into(),
-            elapsed_seconds: start.elapsed().as_secs_f64(),
-            eval: &report,
-            training: None,
-        },
-    )?;
-    println!("{md}");
-    draw_plots(&run.out, Some((&report, "atop eval")))
-}
-
 fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &str) -> Result<()> {
     let start = Instant::now();
     let out = &run.out;
@@ -302,6 +292,9 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let final_path = out.join("fmnist-atop.safetensors");
     std::fs::copy(&finetuned.artifact_path, &final_path)
         .with_context(|| format!("cannot write {}", final_path.display()))?;
+    let sha = |p: &Path| -> Result<(String, String)> {
+        Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
+    };
     let eval = pipeline::run_eval(
         cfg,
         &data,
@@ -311,10 +304,21 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
             ("RT+purifier (AToP)", &finetuned.model),
         ],
         device,
+        &eval::EvalRun {
+            state_path: Some(eval_command::state_path(out, None)),
+            protocol_hash: eval_command::protocol_hash(
+                cfg,
+                &[
+                    sha(&classifier.artifact_path)?,
+                    sha(&pretrained.artifact_path)?,
+                    sha(&finetuned.artifact_path)?,
+                ],
+                None,
+            ),
+            resume: run.resume,
+            shard: None,
+        },
     )?;
-    let sha = |p: &Path| -> Result<(String, String)> {
-        Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
-    };
     let md = report::write(
         out,
         &report::Report {
@@ -335,6 +339,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
             })),
         },
     )?;
+    let _ = std::fs::remove_file(eval_command::state_path(out, None));
     println!("{md}");
     draw_plots(out, Some((&eval, "atop quickstart: Fashion-MNIST")))
 }

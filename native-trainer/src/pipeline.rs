@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
 use crate::data::{self, Dataset};
-use crate::eval::{EvalReport, evaluate, subset_indices};
+use crate::eval::{EvalReport, EvalRun, evaluate, subset_indices};
 use crate::runner::{Schedule, run_stage};
 use crate::stages::classifier::ClassifierStage;
 use crate::stages::finetune::FinetuneStage;
@@ -304,6 +304,7 @@ pub fn run_eval(
     classifier: &Classifier,
     purifiers: &[(&str, &Purifier)],
     device: &Device,
+    run: &EvalRun,
 ) -> Result<EvalReport> {
     let ad = device.clone().autodiff();
     let classifier = classifier.clone().fork(&ad).freeze();
@@ -331,5 +332,6 @@ pub fn run_eval(
         &cfg.eval,
         cfg.run.seed ^ 0xE7A1,
         &ad,
+        run,
     )
 }

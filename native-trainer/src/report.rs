@@ -54,12 +54,12 @@ pub fn markdown(report: &Report) -> String {
             } else {
                 format!("{:.4}", r.eps)
             },
-            if r.attack == "clean" {
+            if r.steps == 0 {
                 "-".into()
             } else {
                 r.steps.to_string()
             },
-            if r.attack == "clean" {
+            if r.eot == 0 {
                 "-".into()
             } else {
                 r.eot.to_string()
@@ -69,6 +69,16 @@ pub fn markdown(report: &Report) -> String {
             100.0 * r.accuracy_every_draw,
             100.0 * r.accuracy_majority
         );
+    }
+    let _ = writeln!(md, "\n## Sanity checks\n");
+    if report.eval.warnings.is_empty() {
+        let _ = writeln!(
+            md,
+            "No warnings: input gradients finite and non-zero on the first batch, no black-box attack stronger than the white-box ones, EOT used against randomized defenses."
+        );
+    }
+    for w in &report.eval.warnings {
+        let _ = writeln!(md, "* warning: {w}");
     }
     md
 }

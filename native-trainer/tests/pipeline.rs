@@ -251,8 +251,8 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("report.json")).unwrap())
             .unwrap();
     let rows = report["eval"]["rows"].as_array().unwrap();
-    // clean + 2 attacks, for the classifier and two defenses.
-    assert_eq!(rows.len(), 9);
+    // clean + 2 attacks + the worst case of the two, for the classifier and two defenses.
+    assert_eq!(rows.len(), 12);
     assert_eq!(report["eval"]["indices"].as_array().unwrap().len(), 8);
     assert!(
         std::fs::read_to_string(eval_dir.join("report.md"))
@@ -261,7 +261,7 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
     );
     let results = eval_dir.join("results.png");
     assert_drawn(&results, 1100);
-    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 44 * 9);
+    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 44 * 12);
 
     // `atop plot` redraws from what the run left; an empty directory is named.
     std::fs::remove_file(&results).unwrap();
@@ -369,5 +369,171 @@ fn bad_input_gives_one_line_errors_and_leaves_nothing_behind() {
     );
     assert!(!out.join("classifier.safetensors").exists());
 
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+/// A protocol with every kind of row: gradient attacks in three modes, a
+/// black-box attack and an AutoAttack composition, over 4 batches.
+const PROTOCOL: &str = r#"
+subset = 16
+subset_seed = 5
+batch_size = 4
+score_draws = 2
+attacks = [
+  { attack = "pgd", norm = "linf", eps = 0.1, steps = 2, eot = 2, mode = "full" },
+  { attack = "apgd-ce", norm = "linf", eps = 0.1, steps = 3, mode = "classifier-only" },
+  { attack = "fgsm", norm = "linf", eps = 0.1, mode = "bpda" },
+  { attack = "square", norm = "linf", eps = 0.1, queries = 5, mode = "full" },
+  { attack = "autoattack", version = "custom", attacks = ["apgd-dlr", "fab-t"], norm = "linf", eps = 0.1, steps = 2, target_classes = 2, mode = "fixed-randomness" },
+]
+"#;
+
+fn eval_rows(dir: &Path) -> serde_json::Value {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let mut eval = report["eval"].clone();
+    eval.as_object_mut().unwrap().remove("shard");
+    eval
+}
+
+#[test]
+fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
+    let f = fixture("shards");
+    let cfg = f.config.to_str().unwrap();
+    let out = f.dir.join("train");
+    let out_s = out.to_str().unwrap();
+    for stage in ["train-classifier", "pretrain"] {
+        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
+        assert!(ok, "{err}");
+    }
+    let classifier = out.join("classifier.safetensors");
+    let purifier = out.join("purifier-pretrained.safetensors");
+    let (ok, err) = run(&[
+        "finetune",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--classifier",
+        classifier.to_str().unwrap(),
+        "--purifier",
+        purifier.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let artifact = out.join("atop.safetensors");
+    let protocol = f.dir.join("protocol.toml");
+    std::fs::write(&protocol, PROTOCOL).unwrap();
+    let eval_args = |dir: &Path| -> Vec<String> {
+        [
+            "eval",
+            "--config",
+            cfg,
+            "--protocol",
+            protocol.to_str().unwrap(),
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = f.dir.join("whole");
+    let out = atop().args(eval_args(&whole)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole_rows = eval_rows(&whole);
+    let names: Vec<&str> = whole_rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attack"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "pgd",
+        "apgd-ce",
+        "fgsm",
+        "square",
+        "autoattack-custom",
+        "worst case",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(
+        !whole.join("eval-state.json").exists(),
+        "state file left behind"
+    );
+
+    // Two shards, merged: the same table as one run.
+    let mut shard_dirs = Vec::new();
+    for i in 0..2 {
+        let dir = f.dir.join(format!("shard{i}"));
+        let mut args = eval_args(&dir);
+        args.extend(["--shard".into(), format!("{i}/2")]);
+        let out = atop().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shard_dirs.push(dir);
+    }
+    let merged = f.dir.join("merged");
+    let (ok, err) = run(&[
+        "eval",
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        shard_dirs[0].to_str().unwrap(),
+        shard_dirs[1].to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        eval_rows(&merged),
+        whole_rows,
+        "merged shards differ from the whole run"
+    );
+    // A shard missing is an error that says so.
+    let (ok, err) = run(&[
+        "eval",
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        shard_dirs[0].to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("do not cover"), "{err}");
+
+    // kill -9 once the first units are saved, then --resume: same table.
+    let killed = f.dir.join("killed");
+    let mut child = atop()
+        .args(eval_args(&killed))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("eval-state.json");
+    let start = Instant::now();
+    while !state.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    assert!(
+        !child.wait().unwrap().success(),
+        "the evaluation finished before it could be killed"
+    );
+    let mut args = eval_args(&killed);
+    args.push("--resume".into());
+    let out = atop().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming evaluation"), "{stderr}");
+    assert_eq!(eval_rows(&killed), whole_rows, "resumed evaluation differs");
     std::fs::remove_dir_all(&f.dir).ok();
 }

@@ -280,3 +280,29 @@ pub(crate) fn wrong_once<T: AttackTarget + ?Sized>(
         .try_to_vec::<bool>()
         .unwrap_or_default())
 }
+
+/// How many points of `x` get an all-zero, and how many a non-finite,
+/// cross-entropy gradient from `target` (AutoAttack's sanity check: either
+/// makes gradient-based robustness numbers unreliable).
+pub fn gradient_health<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &[i64],
+    rng: &mut AtopRng,
+) -> Result<(usize, usize)> {
+    let dims = x.dims();
+    check_labels(labels, dims)?;
+    let y = int_tensor(labels, &x.device());
+    let ev = evaluate(target, x, &y, None, AttackLoss::CrossEntropy, 1, rng)?;
+    let g: Vec<f32> = ev.grad.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let size = g.len() / dims[0].max(1);
+    let (mut zero, mut non_finite) = (0, 0);
+    for sample in g.chunks(size.max(1)) {
+        if sample.iter().any(|v| !v.is_finite()) {
+            non_finite += 1;
+        } else if sample.iter().all(|&v| v == 0.0) {
+            zero += 1;
+        }
+    }
+    Ok((zero, non_finite))
+}

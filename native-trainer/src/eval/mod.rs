@@ -1,0 +1,385 @@
+//! Robust evaluation on a seeded test subset: clean accuracy and, per attack
+//! and gradient mode, robust accuracy of the bare classifier and of each
+//! defense; randomized defenses are scored over several final draws
+//! ("robust in every draw" and majority vote), plus the worst case over the
+//! attacks of each threat model. The work is cut into (model, attack, batch)
+//! units, each seeded by its position alone, so a run can be resumed from a
+//! state file and split into shards whose merge equals the whole run.
+
+mod attacks;
+pub mod sanity;
+pub mod shard;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, score_randomized};
+use atop::defense::Defense;
+use atop::model::Classifier;
+use atop::rng::{permutation, seeded};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+pub use attacks::attack_name;
+use attacks::run_attack;
+pub use shard::{Shard, merge};
+
+use crate::checkpoint::write_atomic;
+use crate::config::{EvalAttack, EvalConfig};
+use crate::data::Dataset;
+use crate::runner::mix;
+
+/// One row of the results table.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EvalRow {
+    /// "classifier" or the defense's name.
+    pub model: String,
+    /// "clean", the attack's name, or "worst case".
+    pub attack: String,
+    pub norm: String,
+    pub eps: f64,
+    pub steps: usize,
+    pub eot: usize,
+    pub restarts: usize,
+    /// Gradient mode of the attack ("-" for clean and worst-case rows).
+    pub mode: String,
+    pub draws: usize,
+    pub accuracy_every_draw: f64,
+    pub accuracy_majority: f64,
+    /// Per point: correct in every draw.
+    pub robust_flags: Vec<bool>,
+    /// Per point: in how many of the `draws` final draws it was correct.
+    #[serde(default)]
+    pub correct_counts: Vec<usize>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EvalReport {
+    pub subset_seed: u64,
+    /// The whole subset's test indices, in evaluation order.
+    pub indices: Vec<usize>,
+    /// Positions in `indices` this report covers (all, unless a shard).
+    #[serde(default)]
+    pub positions: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    pub rows: Vec<EvalRow>,
+    /// Sanity-check warnings (gradients, Square vs white-box, EOT).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The seeded subset of test indices.
+pub fn subset_indices(test_len: usize, subset: usize, seed: u64) -> Vec<usize> {
+    let mut order = permutation(&mut seeded(seed), test_len);
+    order.truncate(subset.min(test_len));
+    order
+}
+
+fn row(model: &str, attack: Option<&EvalAttack>, draws: usize, counts: Vec<usize>) -> EvalRow {
+    let mut r = EvalRow {
+        model: model.to_string(),
+        attack: attack.map_or("clean".into(), attack_name),
+        norm: attack.map_or("-".into(), |a| format!("{:?}", a.norm).to_lowercase()),
+        eps: attack.map_or(0.0, |a| a.eps),
+        steps: attack.map_or(0, |a| a.steps),
+        eot: attack.map_or(0, |a| a.eot),
+        restarts: attack.map_or(0, |a| a.restarts),
+        mode: attack.map_or("-".into(), |a| {
+            if a.attack.uses_gradients() {
+                a.mode.name().to_string()
+            } else {
+                "black-box".into()
+            }
+        }),
+        draws,
+        accuracy_every_draw: 0.0,
+        accuracy_majority: 0.0,
+        robust_flags: Vec::new(),
+        correct_counts: counts,
+    };
+    r.recount();
+    r
+}
+
+impl EvalRow {
+    /// Flags and accuracies from `correct_counts`.
+    pub fn recount(&mut self) {
+        let n = self.correct_counts.len().max(1) as f64;
+        self.robust_flags = self
+            .correct_counts
+            .iter()
+            .map(|&c| c == self.draws)
+            .collect();
+        self.accuracy_every_draw = self.robust_flags.iter().filter(|&&f| f).count() as f64 / n;
+        self.accuracy_majority = self
+            .correct_counts
+            .iter()
+            .filter(|&&c| 2 * c > self.draws)
+            .count() as f64
+            / n;
+    }
+}
+
+/// Per model and threat model (norm, eps), a point survives the worst case
+/// only if it survives every attack: the per-point minimum of the counts.
+pub fn worst_case_rows(rows: &[EvalRow]) -> Vec<EvalRow> {
+    // (model, norm, eps bits) -> its attack rows, in first-seen order.
+    type ThreatModel = (String, String, u64);
+    let mut groups: Vec<(ThreatModel, Vec<&EvalRow>)> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.attack != "clean" && r.attack != "worst case")
+    {
+        let key = (r.model.clone(), r.norm.clone(), r.eps.to_bits());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, members)| members.len() > 1)
+        .map(|(_, members)| {
+            let first = members[0];
+            let counts = (0..first.correct_counts.len())
+                .map(|i| {
+                    members
+                        .iter()
+                        .map(|m| m.correct_counts[i])
+                        .min()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let mut r = EvalRow {
+                attack: "worst case".into(),
+                steps: 0,
+                eot: 0,
+                restarts: 0,
+                mode: "-".into(),
+                correct_counts: counts,
+                ..first.clone()
+            };
+            r.recount();
+            r
+        })
+        .collect()
+}
+
+/// Where a run keeps its finished units, and which part of the subset it runs.
+pub struct EvalRun {
+    /// The state file (`None`: nothing kept).
+    pub state_path: Option<PathBuf>,
+    /// Identifies the protocol, artifacts and shard; a state file made for
+    /// another one is refused.
+    pub protocol_hash: String,
+    pub resume: bool,
+    pub shard: Option<Shard>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct EvalState {
+    protocol_hash: String,
+    /// "model|attack|batch" -> correct counts per point of the batch.
+    units: BTreeMap<String, Vec<usize>>,
+}
+
+impl EvalState {
+    fn load(run: &EvalRun) -> Result<Self> {
+        let fresh = || EvalState {
+            protocol_hash: run.protocol_hash.clone(),
+            units: BTreeMap::new(),
+        };
+        let Some(path) = &run.state_path else {
+            return Ok(fresh());
+        };
+        if !run.resume || !path.exists() {
+            return Ok(fresh());
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let state: EvalState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an evaluation state file", path.display()))?;
+        if state.protocol_hash != run.protocol_hash {
+            anyhow::bail!(
+                "{}: made for a different configuration, artifact or shard; remove it or drop --resume",
+                path.display()
+            );
+        }
+        tracing::info!(
+            units = state.units.len(),
+            "resuming evaluation from {}",
+            path.display()
+        );
+        Ok(state)
+    }
+
+    fn save(&self, run: &EvalRun) -> Result<()> {
+        match &run.state_path {
+            Some(path) => write_atomic(path, serde_json::to_string(self)?.as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Evaluates the classifier and each named defense on `indices` of `test`.
+/// Models must live on an autodiff `device` and be frozen.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    classifier: &Classifier,
+    defenses: &[(&str, &Defense)],
+    test: &Dataset,
+    indices: &[usize],
+    cfg: &EvalConfig,
+    seed: u64,
+    device: &Device,
+    run: &EvalRun,
+) -> Result<EvalReport> {
+    let all_batches: Vec<&[usize]> = indices.chunks(cfg.batch_size).collect();
+    let mine: Vec<usize> = (0..all_batches.len())
+        .filter(|&b| run.shard.is_none_or(|s| s.owns(b)))
+        .collect();
+    let positions: Vec<usize> = mine
+        .iter()
+        .flat_map(|&b| {
+            let start = b * cfg.batch_size;
+            start..start + all_batches[b].len()
+        })
+        .collect();
+    let classifier_target = ClassifierTarget(classifier);
+    let work = (mine.len() * (1 + defenses.len()) * (1 + cfg.attacks.len())) as u64;
+    let bar = ProgressBar::new(work);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("eval");
+    let mut state = EvalState::load(run)?;
+    // Runs one unit unless the state file has it already.
+    let mut unit =
+        |key: String, compute: &mut dyn FnMut() -> Result<Vec<usize>>| -> Result<Vec<usize>> {
+            let counts = match state.units.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = compute()?;
+                    state.units.insert(key, c.clone());
+                    state.save(run)?;
+                    c
+                }
+            };
+            bar.inc(1);
+            Ok(counts)
+        };
+    let batch = |b: usize| test.batch(all_batches[b], None, device);
+
+    let mut rows = Vec::new();
+    // Clean accuracy.
+    let mut counts = Vec::new();
+    for &b in &mine {
+        counts.extend(unit(format!("classifier|clean|{b}"), &mut || {
+            let (x, y) = batch(b);
+            let mut rng = seeded(mix(seed, b as u64));
+            Ok(score_randomized(&classifier_target, x, &y, 1, &mut rng)?.correct_counts)
+        })?);
+    }
+    rows.push(row("classifier", None, 1, counts));
+    for (name, defense) in defenses {
+        let target = DefenseTarget::new(defense, GradientMode::Full);
+        let mut counts = Vec::new();
+        for &b in &mine {
+            counts.extend(unit(format!("{name}|clean|{b}"), &mut || {
+                let (x, y) = batch(b);
+                let mut rng = seeded(mix(seed ^ 0xC1EA, b as u64));
+                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row(name, None, cfg.score_draws, counts));
+    }
+
+    for (a, attack) in cfg.attacks.iter().enumerate() {
+        bar.set_message(format!(
+            "{} eps {:.4} {}",
+            attack_name(attack),
+            attack.eps,
+            attack.mode.name()
+        ));
+        // The bare classifier's adversarials, also the transfer attack's.
+        let classifier_adv = |b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {
+            let (x, y) = batch(b);
+            let mut rng = seeded(mix(seed ^ 0xA77C ^ a as u64, b as u64));
+            let x_adv = run_attack(&classifier_target, x, &y, attack, &mut rng)?;
+            Ok((x_adv, y, rng))
+        };
+        let mut transfer: HashMap<usize, Tensor<4>> = HashMap::new();
+        let mut counts = Vec::new();
+        for &b in &mine {
+            counts.extend(unit(format!("classifier|{a}|{b}"), &mut || {
+                let (x_adv, y, mut rng) = classifier_adv(b)?;
+                transfer.insert(b, x_adv.clone());
+                Ok(score_randomized(&classifier_target, x_adv, &y, 1, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row("classifier", Some(attack), 1, counts));
+        for (name, defense) in defenses {
+            let mut counts = Vec::new();
+            for &b in &mine {
+                counts.extend(unit(format!("{name}|{a}|{b}"), &mut || {
+                    let (x, y) = batch(b);
+                    let mut rng = seeded(mix(seed ^ 0xDEF ^ a as u64, b as u64));
+                    let x_adv = match attack.mode {
+                        GradientMode::ClassifierOnly => match transfer.get(&b) {
+                            Some(t) => t.clone(),
+                            // Resumed past the classifier's unit: replay it.
+                            None => classifier_adv(b)?.0,
+                        },
+                        mode => {
+                            let mut target = DefenseTarget::new(defense, mode);
+                            if mode == GradientMode::FixedRandomness {
+                                target.freeze_draw(&mut rng, x.dims())?;
+                            }
+                            run_attack(&target, x, &y, attack, &mut rng)?
+                        }
+                    };
+                    let scorer = DefenseTarget::new(defense, GradientMode::Full);
+                    Ok(
+                        score_randomized(&scorer, x_adv, &y, cfg.score_draws, &mut rng)?
+                            .correct_counts,
+                    )
+                })?);
+            }
+            rows.push(row(name, Some(attack), cfg.score_draws, counts));
+        }
+    }
+    bar.finish_and_clear();
+    let worst = worst_case_rows(&rows);
+    rows.extend(worst);
+
+    // Gradient checks on batch 0 (so a merge of shards reports what one run would).
+    let mut warnings = Vec::new();
+    if mine.first() == Some(&0) {
+        let (x, y) = batch(0);
+        warnings.extend(sanity::gradient_warnings(
+            classifier,
+            defenses,
+            &cfg.attacks,
+            x,
+            &y,
+            seed,
+        )?);
+    }
+    warnings.extend(sanity::row_warnings(&rows, defenses.len()));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(EvalReport {
+        subset_seed: cfg.subset_seed,
+        indices: indices.to_vec(),
+        positions,
+        shard: run.shard,
+        rows,
+        warnings,
+    })
+}

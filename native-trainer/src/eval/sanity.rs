@@ -1,0 +1,104 @@
+//! Sanity checks printed with every report, as AutoAttack does: warnings,
+//! not errors, because each has innocent explanations, but a reader of the
+//! numbers must see them.
+
+use anyhow::Result;
+use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, gradient_health};
+use atop::defense::Defense;
+use atop::model::Classifier;
+use atop::rng::seeded;
+use burn::tensor::Tensor;
+
+use super::EvalRow;
+use crate::config::EvalAttack;
+
+/// Zero or non-finite input gradients on the first batch, for the bare
+/// classifier and for each defense in every gradient mode the protocol uses.
+pub fn gradient_warnings(
+    classifier: &Classifier,
+    defenses: &[(&str, &Defense)],
+    attacks: &[EvalAttack],
+    x: Tensor<4>,
+    labels: &[i64],
+    seed: u64,
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut report = |who: String, (zero, non_finite): (usize, usize)| {
+        if non_finite > 0 {
+            warnings.push(format!(
+                "{who}: {non_finite} of {} points have non-finite input gradients; gradient attacks on them are meaningless",
+                labels.len()
+            ));
+        }
+        if zero > 0 {
+            warnings.push(format!(
+                "{who}: {zero} of {} points have an all-zero input gradient (gradient masking?); trust gradient-free attacks (Square) more there",
+                labels.len()
+            ));
+        }
+    };
+    let mut rng = seeded(seed ^ 0x5A17);
+    report(
+        "classifier".into(),
+        gradient_health(&ClassifierTarget(classifier), &x, labels, &mut rng)?,
+    );
+    let mut modes: Vec<GradientMode> = attacks
+        .iter()
+        .filter(|a| a.attack.uses_gradients() && a.mode != GradientMode::ClassifierOnly)
+        .map(|a| a.mode)
+        .collect();
+    modes.dedup();
+    for (name, defense) in defenses {
+        for &mode in &modes {
+            let mut target = DefenseTarget::new(defense, mode);
+            if mode == GradientMode::FixedRandomness {
+                target.freeze_draw(&mut rng, x.dims())?;
+            }
+            report(
+                format!("{name} ({} gradients)", mode.name()),
+                gradient_health(&target, &x, labels, &mut rng)?,
+            );
+        }
+    }
+    Ok(warnings)
+}
+
+/// Checks on the finished table: Square (black-box) beating the white-box
+/// attacks, and randomized defenses attacked without EOT.
+pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for square in rows.iter().filter(|r| r.attack == "square") {
+        let white_box = rows
+            .iter()
+            .filter(|r| {
+                r.model == square.model
+                    && r.norm == square.norm
+                    && r.eps == square.eps
+                    && !matches!(r.attack.as_str(), "square" | "clean" | "worst case")
+                    && r.mode != "classifier-only"
+            })
+            .map(|r| r.accuracy_every_draw)
+            .fold(f64::INFINITY, f64::min);
+        if white_box.is_finite() && square.accuracy_every_draw < white_box {
+            warnings.push(format!(
+                "{}: the black-box Square attack ({:.2}%) beats every white-box attack ({:.2}%) at {} eps {}: the gradients are likely masked",
+                square.model,
+                100.0 * square.accuracy_every_draw,
+                100.0 * white_box,
+                square.norm,
+                square.eps
+            ));
+        }
+    }
+    if defenses > 0 {
+        for r in rows.iter().filter(|r| {
+            r.model != "classifier" && r.eot == 1 && matches!(r.mode.as_str(), "full" | "bpda")
+        }) {
+            warnings.push(format!(
+                "{}: {} in {} mode with EOT 1 against a randomized defense: the gradient is one draw's, use eot > 1",
+                r.model, r.attack, r.mode
+            ));
+        }
+    }
+    warnings
+}

@@ -1,0 +1,203 @@
+//! `atop eval` (with --protocol, --shard, --resume) and `atop eval merge`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use atop::artifact::sha256_hex;
+use burn::tensor::Device;
+use sha2::{Digest, Sha256};
+
+use crate::config::{EvalConfig, RunConfig};
+use crate::eval::{EvalReport, EvalRun, Shard};
+use crate::{pipeline, report};
+
+/// What `atop eval` was asked to do.
+pub struct EvalRequest<'a> {
+    pub out: &'a Path,
+    pub resume: bool,
+    pub artifact: &'a Path,
+    pub baseline: Option<&'a Path>,
+    pub protocol: Option<&'a Path>,
+    pub shard: Option<Shard>,
+    pub command_line: &'a str,
+}
+
+/// The configuration with its [eval] table replaced by a protocol file.
+pub fn with_protocol(cfg: &RunConfig, protocol: Option<&Path>) -> Result<RunConfig> {
+    let Some(path) = protocol else {
+        return Ok(cfg.clone());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let eval: EvalConfig = toml::from_str(&text)
+        .with_context(|| format!("{}: not an evaluation protocol", path.display()))?;
+    let mut cfg = cfg.clone();
+    cfg.eval = eval;
+    cfg.validate()
+        .with_context(|| format!("protocol {}", path.display()))?;
+    Ok(cfg)
+}
+
+/// The state file of a run (one per shard).
+pub fn state_path(out: &Path, shard: Option<Shard>) -> PathBuf {
+    match shard {
+        Some(s) => out.join(format!("eval-state-{}of{}.json", s.index, s.count)),
+        None => out.join("eval-state.json"),
+    }
+}
+
+/// Identifies protocol, seed, artifacts and shard for the resume check.
+pub fn protocol_hash(
+    cfg: &RunConfig,
+    artifacts: &[(String, String)],
+    shard: Option<Shard>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_string(&cfg.eval).unwrap_or_default());
+    h.update(cfg.run.seed.to_le_bytes());
+    h.update(serde_json::to_string(&cfg.transform).unwrap_or_default());
+    for (_, sha) in artifacts {
+        h.update(sha.as_bytes());
+    }
+    h.update(serde_json::to_string(&shard).unwrap_or_default());
+    format!("{:x}", h.finalize())
+}
+
+pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<EvalReport> {
+    let start = Instant::now();
+    let cfg = with_protocol(cfg, req.protocol)?;
+    let data = pipeline::load_data(&cfg)?;
+    let artifact = pipeline::read_artifact(req.artifact)?;
+    let name = req.artifact.display().to_string();
+    let classifier = artifact.classifier(device, &name)?;
+    let purifier = artifact.purifier(device, &name)?;
+    let mut artifacts = vec![(name.clone(), sha256_hex(&std::fs::read(req.artifact)?))];
+    let base = match req.baseline {
+        Some(b) => {
+            let a = pipeline::read_artifact(b)?;
+            artifacts.push((b.display().to_string(), sha256_hex(&std::fs::read(b)?)));
+            Some(a.purifier(device, &b.display().to_string())?)
+        }
+        None => None,
+    };
+    let mut purifiers = vec![("defense", &purifier)];
+    if let Some(b) = &base {
+        purifiers.insert(0, ("baseline defense", b));
+    }
+    let run = EvalRun {
+        state_path: Some(state_path(req.out, req.shard)),
+        protocol_hash: protocol_hash(&cfg, &artifacts, req.shard),
+        resume: req.resume,
+        shard: req.shard,
+    };
+    let report = pipeline::run_eval(&cfg, &data, &classifier, &purifiers, device, &run)?;
+    let title = match req.shard {
+        Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
+        None => "atop eval".into(),
+    };
+    let md = report::write(
+        req.out,
+        &report::Report {
+            title: title.clone(),
+            artifacts,
+            dataset: data.test.name.clone(),
+            command: req.command_line.into(),
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+            eval: &report,
+            training: None,
+        },
+    )?;
+    if let Some(p) = &run.state_path {
+        let _ = std::fs::remove_file(p);
+    }
+    println!("{md}");
+    Ok(report)
+}
+
+/// `atop eval merge --out D REPORT...`: one report from the shards'.
+pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Result<EvalReport> {
+    if inputs.is_empty() {
+        bail!("eval merge: name the shards' report.json files (or their directories)");
+    }
+    let mut parts = Vec::new();
+    let mut names = Vec::new();
+    let mut first_meta: Option<serde_json::Value> = None;
+    let mut elapsed = 0.0;
+    for input in inputs {
+        let path = if input.is_dir() {
+            input.join("report.json")
+        } else {
+            input.clone()
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let eval: EvalReport = serde_json::from_value(value["eval"].clone())
+            .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))?;
+        if eval.shard.is_none() {
+            bail!(
+                "{}: not a shard report (made without --shard)",
+                path.display()
+            );
+        }
+        match &first_meta {
+            None => first_meta = Some(value.clone()),
+            Some(m) => {
+                let hashes = |v: &serde_json::Value| -> Vec<String> {
+                    v["artifacts"]
+                        .as_array()
+                        .map(|a| a.iter().map(|p| p[1].to_string()).collect())
+                        .unwrap_or_default()
+                };
+                if hashes(m) != hashes(&value) {
+                    bail!(
+                        "{}: made from other artifacts than {}",
+                        path.display(),
+                        names[0]
+                    );
+                }
+            }
+        }
+        elapsed += value["elapsed_seconds"].as_f64().unwrap_or(0.0);
+        names.push(path.display().to_string());
+        parts.push(eval);
+    }
+    let meta = first_meta.unwrap_or_default();
+    let defenses = parts[0]
+        .rows
+        .iter()
+        .filter(|r| r.attack == "clean" && r.model != "classifier")
+        .count();
+    let merged = crate::eval::merge(&parts, &names, defenses)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let artifacts: Vec<(String, String)> = meta["artifacts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p[0].as_str().unwrap_or_default().to_string(),
+                        p[1].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let md = report::write(
+        out,
+        &report::Report {
+            title: format!("atop eval (merged from {} shards)", parts.len()),
+            artifacts,
+            dataset: meta["dataset"].as_str().unwrap_or_default().to_string(),
+            command: command_line.into(),
+            // The shards' compute time, summed.
+            elapsed_seconds: elapsed,
+            eval: &merged,
+            training: None,
+        },
+    )?;
+    println!("{md}");
+    Ok(merged)
+}
