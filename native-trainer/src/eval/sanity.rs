@@ -102,3 +102,56 @@ pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
     }
     warnings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, attack: &str, mode: &str, eot: usize, accuracy: f64) -> EvalRow {
+        EvalRow {
+            model: model.into(),
+            attack: attack.into(),
+            norm: "linf".into(),
+            eps: 0.1,
+            steps: 10,
+            eot,
+            restarts: 0,
+            mode: mode.into(),
+            draws: 1,
+            accuracy_every_draw: accuracy,
+            accuracy_majority: accuracy,
+            robust_flags: Vec::new(),
+            correct_counts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn square_beating_white_box_and_missing_eot_are_flagged() {
+        let rows = vec![
+            row("defense", "pgd", "full", 4, 0.40),
+            row("defense", "pgd", "classifier-only", 1, 0.10),
+            row("defense", "square", "black-box", 1, 0.30),
+            row("classifier", "pgd", "full", 1, 0.05),
+            row("classifier", "square", "black-box", 1, 0.08),
+        ];
+        let w = row_warnings(&rows, 1);
+        // Square 30% < PGD full 40% on the defense (the transfer row does not count).
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with("defense: the black-box Square")),
+            "{w:?}"
+        );
+        assert!(
+            !w.iter().any(|w| w.starts_with("classifier: the black-box")),
+            "{w:?}"
+        );
+        assert!(!w.iter().any(|w| w.contains("EOT 1")), "{w:?}");
+        let mut no_eot = rows.clone();
+        no_eot[0].eot = 1;
+        assert!(
+            row_warnings(&no_eot, 1)
+                .iter()
+                .any(|w| w.contains("pgd in full mode with EOT 1"))
+        );
+    }
+}
