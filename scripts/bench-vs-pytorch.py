@@ -263,11 +263,14 @@ def main():
         print("torchattacks not installed: attack throughput skipped")
     if torchattacks is not None:
         x01 = x.clamp(0, 1)
+        # Labels = the model's predictions, so every point is attacked (as in atop bench).
+        with torch.no_grad():
+            y_pred = f(x01).argmax(1)
         attack_repeats = min(args.repeats, 3)
         pgd20 = torchattacks.PGD(f, eps=8 / 255, alpha=2 / 255, steps=20)
-        rows.append(timed("PGD-20 attack (classifier)", b, lambda: pgd20(x01, y), attack_repeats))
+        rows.append(timed("PGD-20 attack (classifier)", b, lambda: pgd20(x01, y_pred), attack_repeats))
         apgd100 = torchattacks.APGD(f, eps=8 / 255, steps=100, loss="ce")
-        rows.append(timed("APGD-CE-100 attack (classifier)", b, lambda: apgd100(x01, y), attack_repeats))
+        rows.append(timed("APGD-CE-100 attack (classifier)", b, lambda: apgd100(x01, y_pred), attack_repeats))
         for r in rows[-2:]:
             print(f"{r['name']:<32} {b / (r['median_ms'] / 1e3):>9.0f} images/s")
 

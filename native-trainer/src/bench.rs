@@ -213,6 +213,16 @@ pub fn run(
     if wanted("attack") {
         let mut rng = seeded(4);
         let target = ClassifierTarget(&frozen);
+        // Labels = the model's own predictions, so every point is attacked
+        // (APGD, like torchattacks', skips points already misclassified).
+        let predicted: Vec<i64> = frozen
+            .forward(x.clone())?
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap_or_default();
+        let labels = &predicted;
         let pgd20 = PgdConfig {
             steps: 20,
             eps: 8.0 / 255.0,
@@ -226,7 +236,7 @@ pub fn run(
             repeats.min(3),
             &ad,
             || {
-                pgd(&target, x.clone(), &labels, &pgd20, &mut rng)?;
+                pgd(&target, x.clone(), labels, &pgd20, &mut rng)?;
                 Ok(())
             },
         )?);
@@ -241,7 +251,7 @@ pub fn run(
             repeats.min(3),
             &ad,
             || {
-                apgd(&target, x.clone(), &labels, &apgd100, &mut rng)?;
+                apgd(&target, x.clone(), labels, &apgd100, &mut rng)?;
                 Ok(())
             },
         )?);

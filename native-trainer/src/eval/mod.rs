@@ -84,8 +84,15 @@ fn row(model: &str, attack: Option<&EvalAttack>, draws: usize, counts: Vec<usize
         attack: attack.map_or("clean".into(), attack_name),
         norm: attack.map_or("-".into(), |a| format!("{:?}", a.norm).to_lowercase()),
         eps: attack.map_or(0.0, |a| a.eps),
-        steps: attack.map_or(0, |a| a.steps),
-        eot: attack.map_or(0, |a| a.eot),
+        // Square's budget is its queries, and it takes no gradient samples.
+        steps: attack.map_or(0, |a| {
+            if a.attack.uses_gradients() {
+                a.steps
+            } else {
+                a.queries
+            }
+        }),
+        eot: attack.map_or(0, |a| if a.attack.uses_gradients() { a.eot } else { 0 }),
         restarts: attack.map_or(0, |a| a.restarts),
         mode: attack.map_or("-".into(), |a| {
             if a.attack.uses_gradients() {
