@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
-    per_sample_norm, project, sample_mask, symmetric_uniform_like, to_i64, wrong_once,
+    per_sample_norm, project, sample_mask, symmetric_uniform_like, targets_by_rank, to_i64,
+    wrong_once,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -313,17 +314,7 @@ pub fn apgd_targeted<T: AttackTarget + ?Sized>(
         let rank = 1 + round / cfg.restarts;
         let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
         // The rank is counted among classes other than the true one.
-        let ts: Vec<i64> = idx
-            .iter()
-            .map(|&i| {
-                let row = &ranked[i * k..(i + 1) * k];
-                row.iter()
-                    .copied()
-                    .filter(|&c| c != labels[i])
-                    .nth(rank - 1)
-                    .unwrap_or(row[0])
-            })
-            .collect();
+        let ts = targets_by_rank(&ranked, k, labels, idx, rank);
         let device = xs.device();
         let (y, t) = (int_tensor(&ys, &device), int_tensor(&ts, &device));
         apgd_run(target, xs, &y, Some(&t), AttackLoss::DlrTargeted, cfg, rng)

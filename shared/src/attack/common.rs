@@ -108,6 +108,30 @@ pub(crate) fn normal_like(like: &Tensor<4>, rng: &mut AtopRng) -> Tensor<4> {
     Tensor::from_data(TensorData::new(noise, dims), &like.device())
 }
 
+/// Per point of `points`, the class ranked `rank`-th (1 = highest logit)
+/// among the classes other than its label; `ranked` holds each point's
+/// classes sorted by descending clean logit, `k` per point. The targets of
+/// APGD-T and FAB-T (AutoAttack: ranks 1 to 9).
+pub(crate) fn targets_by_rank(
+    ranked: &[i64],
+    k: usize,
+    labels: &[i64],
+    points: &[usize],
+    rank: usize,
+) -> Vec<i64> {
+    points
+        .iter()
+        .map(|&i| {
+            let row = &ranked[i * k..(i + 1) * k];
+            row.iter()
+                .copied()
+                .filter(|&c| c != labels[i])
+                .nth(rank - 1)
+                .unwrap_or(row[0])
+        })
+        .collect()
+}
+
 /// Uniform noise in (-1, 1) shaped like `like`, from the caller's generator.
 pub(crate) fn symmetric_uniform_like(like: &Tensor<4>, rng: &mut AtopRng) -> Tensor<4> {
     use rand::RngExt;

@@ -9,7 +9,9 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Norm, check_eps, check_labels, int_tensor, to_i64, wrong_once};
+use super::common::{
+    Norm, check_eps, check_labels, int_tensor, targets_by_rank, to_i64, wrong_once,
+};
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
 use crate::rng::AtopRng;
@@ -282,17 +284,8 @@ pub fn fab_targeted<T: AttackTarget + ?Sized>(
         let idx = int_tensor(&todo.iter().map(|&i| i as i64).collect::<Vec<_>>(), &device);
         let xs = x.clone().select(0, idx);
         let ys: Vec<i64> = todo.iter().map(|&i| labels[i]).collect();
-        let ts: Vec<i64> = todo
-            .iter()
-            .map(|&i| {
-                let row = &ranked[i * k..(i + 1) * k];
-                row.iter()
-                    .copied()
-                    .filter(|&cl| cl != labels[i])
-                    .nth(rank - 1)
-                    .unwrap_or(row[0])
-            })
-            .collect();
+        // The rank is counted among classes other than the true one.
+        let ts = targets_by_rank(&ranked, k, labels, &todo, rank);
         let (adv, dist) = fab_run(target, &xs, &ys, &ts, cfg, rng)?;
         for (j, &i) in todo.iter().enumerate() {
             if dist[j] <= cfg.eps as f32 + tolerance {

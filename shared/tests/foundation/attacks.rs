@@ -5,8 +5,7 @@ use atop::defense::Defense;
 use atop::rng::seeded;
 use atop::transform::TransformConfig;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::common::*;
 
@@ -14,15 +13,6 @@ use crate::common::*;
 /// (dark vs bright images), so attacks have something to break.
 fn trained_classifier() -> (atop::model::Classifier, Tensor<4>, Vec<i64>) {
     let d = device().autodiff();
-    d.seed(3);
-    let cfg = atop::model::ClassifierConfig::SmallCnn(atop::model::classifier::SmallCnnConfig {
-        num_classes: 2,
-        width: 8,
-        ..atop::model::classifier::SmallCnnConfig::fashion_mnist()
-    });
-    // Weights from our own seeded generator: burn's device RNG is shared by
-    // the tests running in parallel, so seeding it would not make this replayable.
-    let mut model = seeded_weights(cfg.init(&d).unwrap(), 3);
     let n = 32;
     let noise = images([n, 1, 28, 28], 7, &d).mul_scalar(0.3);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
@@ -30,19 +20,9 @@ fn trained_classifier() -> (atop::model::Classifier, Tensor<4>, Vec<i64>) {
         .iter()
         .map(|&l| if l == 1 { 0.45 } else { 0.15 })
         .collect();
-    let x = noise + Tensor::<4>::from_data(TensorData::new(shift, [n, 1, 1, 1]), &d);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &d);
-    let mut optim = AdamConfig::new().init();
-    for _ in 0..12 {
-        let logits = model.forward(x.clone()).unwrap();
-        let loss = burn::tensor::loss::cross_entropy_with_logits(
-            logits,
-            y.clone().one_hot::<2>(2).float(),
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(3e-3, model, grads);
-    }
-    (model.freeze(), x.detach(), labels)
+    let x = (noise + Tensor::<4>::from_data(TensorData::new(shift, [n, 1, 1, 1]), &d)).detach();
+    let model = train_toy_classifier(2, &x, &labels, 12, 3e-3, 3);
+    (model, x, labels)
 }
 
 fn accuracy(model: &atop::model::Classifier, x: Tensor<4>, y: &[i64]) -> f64 {

@@ -5,8 +5,6 @@ use atop::attack::{
     score_randomized, square,
 };
 use atop::rng::seeded;
-use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::common::*;
@@ -15,30 +13,14 @@ use crate::common::*;
 /// brightness 0.1, 0.35, 0.6, 0.85): DLR needs at least four classes.
 pub fn four_class_classifier() -> (atop::model::Classifier, Tensor<4>, Vec<i64>) {
     let d = device().autodiff();
-    let cfg = atop::model::ClassifierConfig::SmallCnn(atop::model::classifier::SmallCnnConfig {
-        num_classes: 4,
-        width: 8,
-        ..atop::model::classifier::SmallCnnConfig::fashion_mnist()
-    });
-    let mut model = seeded_weights(cfg.init(&d).unwrap(), 11);
     let n = 48;
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
     let level: Vec<f32> = labels.iter().map(|&l| 0.1 + 0.25 * l as f32).collect();
     let x = (images([n, 1, 28, 28], 5, &d) - 0.5).mul_scalar(0.2)
         + Tensor::<4>::from_data(TensorData::new(level, [n, 1, 1, 1]), &d);
-    let x = x.clamp(0.0, 1.0);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &d);
-    let mut optim = AdamConfig::new().init();
-    for _ in 0..60 {
-        let logits = model.forward(x.clone()).unwrap();
-        let loss = burn::tensor::loss::cross_entropy_with_logits(
-            logits,
-            y.clone().one_hot::<2>(4).float(),
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(5e-3, model, grads);
-    }
-    (model.freeze(), x.detach(), labels)
+    let x = x.clamp(0.0, 1.0).detach();
+    let model = train_toy_classifier(4, &x, &labels, 60, 5e-3, 11);
+    (model, x, labels)
 }
 
 fn accuracy(model: &atop::model::Classifier, x: Tensor<4>, y: &[i64]) -> f64 {
@@ -122,20 +104,8 @@ fn apgd_stays_in_the_eps_ball_and_the_box() {
             };
             let untargeted = apgd(&target, x.clone(), &y, &cfg, &mut seeded(1)).unwrap();
             let targeted = apgd_targeted(&target, x.clone(), &y, &cfg, 3, &mut seeded(1)).unwrap();
-            for adv in [untargeted, targeted] {
-                let delta = values(adv.clone() - x.clone());
-                assert!(values(adv).iter().all(|v| (0.0..=1.0).contains(v)));
-                for s in 0..y.len() {
-                    let d = &delta[s * 784..(s + 1) * 784];
-                    let size = match norm {
-                        Norm::Linf => d.iter().fold(0f32, |m, v| m.max(v.abs())),
-                        Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
-                    };
-                    assert!(
-                        size <= eps as f32 * (1.0 + 1e-4) + 1e-6,
-                        "{norm:?} {loss:?} sample {s}: {size} > {eps}"
-                    );
-                }
+            for (adv, what) in [(untargeted, "APGD"), (targeted, "APGD-T")] {
+                assert_in_ball(&adv, &x, norm, eps, &format!("{what} {norm:?} {loss:?}"));
             }
         }
     }
@@ -226,19 +196,7 @@ fn square_stays_in_the_ball_lowers_accuracy_and_replays() {
             values(again),
             "{norm:?}: same seed, other result"
         );
-        let delta = values(adv.clone() - x.clone());
-        assert!(values(adv.clone()).iter().all(|v| (0.0..=1.0).contains(v)));
-        for s in 0..y.len() {
-            let d = &delta[s * 784..(s + 1) * 784];
-            let size = match norm {
-                Norm::Linf => d.iter().fold(0f32, |m, v| m.max(v.abs())),
-                Norm::L2 => d.iter().map(|v| v * v).sum::<f32>().sqrt(),
-            };
-            assert!(
-                size <= eps as f32 * (1.0 + 1e-4) + 1e-6,
-                "{norm:?} sample {s}: {size}"
-            );
-        }
+        assert_in_ball(&adv, &x, norm, eps, &format!("Square {norm:?}"));
         let acc = accuracy(&model, adv, &y);
         assert!(
             acc <= clean - 0.5,

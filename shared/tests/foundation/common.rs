@@ -90,3 +90,40 @@ pub fn seeded_weights<M: burn::module::Module>(module: M, seed: u64) -> M {
     }
     atop::params::import_params(module, &tensors, &[]).expect("same architecture")
 }
+
+/// A small CNN with `classes` outputs trained with Adam on (x, labels) for
+/// `steps` full-batch steps, from weights drawn by our seeded generator
+/// (burn's device RNG is shared by the tests running in parallel), frozen.
+pub fn train_toy_classifier(
+    classes: usize,
+    x: &Tensor<4>,
+    labels: &[i64],
+    steps: usize,
+    lr: f64,
+    seed: u64,
+) -> atop::model::Classifier {
+    use burn::module::Module;
+    use burn::optim::{AdamConfig, GradientsParams};
+    let d = x.device();
+    let cfg = ClassifierConfig::SmallCnn(SmallCnnConfig {
+        num_classes: classes,
+        width: 8,
+        ..SmallCnnConfig::fashion_mnist()
+    });
+    let mut model = seeded_weights(cfg.init(&d).unwrap(), seed);
+    let y = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(labels.to_vec(), [labels.len()]),
+        &d,
+    );
+    let mut optim = AdamConfig::new().init();
+    for _ in 0..steps {
+        let logits = model.forward(x.clone()).unwrap();
+        let loss = burn::tensor::loss::cross_entropy_with_logits(
+            logits,
+            y.clone().one_hot::<2>(classes).float(),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+    }
+    model.freeze()
+}
