@@ -198,6 +198,9 @@ pub struct EvalAttack {
     pub attacks: Vec<AutoAttackComponent>,
 }
 
+fn five_hundred_twelve() -> usize {
+    512
+}
 fn hundred() -> usize {
     100
 }
@@ -211,7 +214,8 @@ fn nine() -> usize {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Test points evaluated (a seeded subset of the test set).
+    /// Test points evaluated (a seeded subset of the test set; 512 when not given).
+    #[serde(default = "five_hundred_twelve")]
     pub subset: usize,
     pub subset_seed: u64,
     pub batch_size: usize,
