@@ -143,8 +143,11 @@ impl AutoAttackConfig {
 
 /// What a composition found.
 pub struct AutoAttackResult {
-    /// Per point the adversarial image of the first attack that fooled it,
-    /// the clean image where none did.
+    /// Per point the adversarial image of the first attack that fooled it;
+    /// where none did, the first attack's strongest attempt (the official
+    /// code returns the clean image there: for a deterministic model both
+    /// are classified correctly, but a randomized defense re-scored over
+    /// several draws must see the attempt, not the clean image).
     pub adversarial: Tensor<4>,
     /// Robust flags on the clean images (one forward pass).
     pub clean_robust: Vec<bool>,
@@ -173,6 +176,7 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
         .collect();
     let mut robust = clean_robust.clone();
     let mut adversarial = x.clone();
+    let mut attempted = vec![false; dims[0]];
     let mut robust_after = Vec::new();
     for component in cfg.components() {
         let idx: Vec<usize> = (0..dims[0]).filter(|&i| robust[i]).collect();
@@ -220,7 +224,11 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
                 if fooled[j] {
                     take[i] = true;
                     robust[i] = false;
+                } else if !attempted[i] {
+                    // Still robust: keep the first attack's strongest attempt.
+                    take[i] = true;
                 }
+                attempted[i] = true;
             }
             let full = adv.select(0, int_tensor(&placed, &device));
             adversarial = adversarial.mask_where(sample_mask(&take, dims, &device), full);
