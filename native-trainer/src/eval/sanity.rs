@@ -90,6 +90,32 @@ pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
             ));
         }
     }
+    // Exact gradients with EOT should be at least as strong as transferring
+    // the classifier's adversarials (ATOP.md section 6); if not, the
+    // defense's gradients are broken or EOT is too small.
+    for full in rows
+        .iter()
+        .filter(|r| r.mode == "full" && r.model != "classifier")
+    {
+        let transfer = rows.iter().find(|r| {
+            r.model == full.model
+                && r.attack == full.attack
+                && r.norm == full.norm
+                && r.eps == full.eps
+                && r.mode == "classifier-only"
+        });
+        if let Some(t) = transfer
+            && full.accuracy_every_draw > t.accuracy_every_draw
+        {
+            warnings.push(format!(
+                "{}: {} with full gradients ({:.2}%) is weaker than the classifier-only transfer attack ({:.2}%): check the defense's gradients or raise EOT",
+                full.model,
+                full.attack,
+                100.0 * full.accuracy_every_draw,
+                100.0 * t.accuracy_every_draw
+            ));
+        }
+    }
     if defenses > 0 {
         for r in rows.iter().filter(|r| {
             r.model != "classifier" && r.eot == 1 && matches!(r.mode.as_str(), "full" | "bpda")
