@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
-    per_sample_norm, project, sample_mask, symmetric_uniform_like, targets_by_rank, to_i64,
-    wrong_once,
+    per_sample_norm, project, sample_mask, scatter_rows, select_rows, symmetric_uniform_like,
+    targets_by_rank, to_i64, wrong_once,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -230,32 +230,20 @@ where
     F: FnMut(usize, &Tensor<4>, &[usize], &mut AtopRng) -> Result<(Tensor<4>, Vec<bool>)>,
 {
     let dims = x.dims();
-    let device = x.device();
-    let y = int_tensor(labels, &device);
     let mut x_adv = x.clone();
-    let mut fooled = wrong_once(target, x, &y, rng)?;
+    let mut fooled = wrong_once(target, x, labels, rng)?;
     for round in 0..rounds {
         let remaining: Vec<usize> = (0..dims[0]).filter(|&i| !fooled[i]).collect();
         if remaining.is_empty() {
             break;
         }
-        let idx = int_tensor(
-            &remaining.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            &device,
-        );
-        let (sub_adv, sub_found) = run(round, &x.clone().select(0, idx.clone()), &remaining, rng)?;
-        // Scatter back: a full-size copy of the sub-batch, placed by a mask.
-        let mut placed = vec![0i64; dims[0]];
-        let mut is_placed = vec![false; dims[0]];
+        let (sub_adv, sub_found) = run(round, &select_rows(x, &remaining), &remaining, rng)?;
         for (j, &i) in remaining.iter().enumerate() {
-            // A point not yet fooled takes this round's attempt (its best
-            // loss when no success), so later scoring sees the strongest one.
-            placed[i] = j as i64;
-            is_placed[i] = true;
             fooled[i] |= sub_found[j];
         }
-        let full = sub_adv.select(0, int_tensor(&placed, &device));
-        x_adv = x_adv.mask_where(sample_mask(&is_placed, dims, &device), full);
+        // A point not yet fooled takes this round's attempt (its best loss
+        // when no success), so later scoring sees the strongest one.
+        x_adv = scatter_rows(x_adv, sub_adv, &remaining, &vec![true; remaining.len()]);
     }
     Ok(x_adv)
 }

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
-use super::common::{Norm, check_eps, check_labels, int_tensor, sample_mask, wrong_once};
+use super::common::{Norm, check_eps, check_labels, scatter_rows, select_rows, wrong_once};
 use super::fab::{FabConfig, fab_targeted};
 use super::square::{SquareConfig, square};
 use super::target::AttackTarget;
@@ -167,10 +167,8 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
     cfg.validate()?;
     let dims = x.dims();
     check_labels(labels, dims)?;
-    let device = x.device();
     let x = x.detach();
-    let y = int_tensor(labels, &device);
-    let clean_robust: Vec<bool> = wrong_once(target, &x, &y, rng)?
+    let clean_robust: Vec<bool> = wrong_once(target, &x, labels, rng)?
         .into_iter()
         .map(|w| !w)
         .collect();
@@ -181,8 +179,7 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
     for component in cfg.components() {
         let idx: Vec<usize> = (0..dims[0]).filter(|&i| robust[i]).collect();
         if !idx.is_empty() {
-            let sub_idx = int_tensor(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), &device);
-            let xs = x.clone().select(0, sub_idx);
+            let xs = select_rows(&x, &idx);
             let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
             let adv = match component {
                 AutoAttackComponent::ApgdCe => apgd(target, xs, &ys, &cfg.apgd(ApgdLoss::Ce), rng)?,
@@ -216,22 +213,19 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
                     square(target, xs, &ys, &sq, rng)?
                 }
             };
-            let fooled = wrong_once(target, &adv, &int_tensor(&ys, &device), rng)?;
-            let mut placed = vec![0i64; dims[0]];
-            let mut take = vec![false; dims[0]];
-            for (j, &i) in idx.iter().enumerate() {
-                placed[i] = j as i64;
-                if fooled[j] {
-                    take[i] = true;
-                    robust[i] = false;
-                } else if !attempted[i] {
-                    // Still robust: keep the first attack's strongest attempt.
-                    take[i] = true;
-                }
+            let fooled = wrong_once(target, &adv, &ys, rng)?;
+            // A fooling image replaces anything; a still-robust point keeps
+            // the first attack's strongest attempt.
+            let take: Vec<bool> = idx
+                .iter()
+                .zip(&fooled)
+                .map(|(&i, &f)| f || !attempted[i])
+                .collect();
+            for (&i, &f) in idx.iter().zip(&fooled) {
+                robust[i] &= !f;
                 attempted[i] = true;
             }
-            let full = adv.select(0, int_tensor(&placed, &device));
-            adversarial = adversarial.mask_where(sample_mask(&take, dims, &device), full);
+            adversarial = scatter_rows(adversarial, adv, &idx, &take);
         }
         robust_after.push((component.name().to_string(), robust.clone()));
     }

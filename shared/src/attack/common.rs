@@ -268,12 +268,7 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
         targets.map(|t| repeat(t.clone())).as_ref(),
     )?;
     let grads = losses.clone().sum().div_scalar(eot as f64).backward();
-    let grad = x.grad(&grads).ok_or_else(|| {
-        AtopError::tensor(
-            "attack input",
-            "no gradient reached the input: is the model on an autodiff device?",
-        )
-    })?;
+    let grad = input_gradient(&x, &grads)?;
     let mean_logits = logits
         .detach()
         .reshape([eot, n, k])
@@ -281,7 +276,7 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
         .reshape([n, k]);
     let wrong = mean_logits.argmax(1).reshape([n]).not_equal(labels.clone());
     Ok(Evaluation {
-        grad: grad.detach(),
+        grad,
         loss: to_f32(losses.detach().reshape([eot, n]).mean_dim(0).reshape([n])),
         wrong: wrong.into_data().try_to_vec::<bool>().unwrap_or_default(),
     })
@@ -291,18 +286,59 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
 pub(crate) fn wrong_once<T: AttackTarget + ?Sized>(
     target: &T,
     x: &Tensor<4>,
-    labels: &Tensor<1, Int>,
+    labels: &[i64],
     rng: &mut AtopRng,
 ) -> Result<Vec<bool>> {
-    let [n, ..] = x.dims();
-    let logits = target.logits(x.clone().detach(), rng)?.detach();
-    Ok(logits
-        .argmax(1)
-        .reshape([n])
-        .not_equal(labels.clone())
+    let score = super::score::score_randomized(target, x.clone(), labels, 1, rng)?;
+    Ok(score.correct_counts.iter().map(|&c| c == 0).collect())
+}
+
+/// d(objective)/d(input) after `backward`, with the error every attack gives
+/// when the model does not track gradients.
+pub(crate) fn input_gradient<const D: usize>(
+    input: &Tensor<D>,
+    grads: &burn::tensor::Gradients,
+) -> Result<Tensor<D>> {
+    input.grad(grads).map(|g| g.detach()).ok_or_else(|| {
+        AtopError::tensor(
+            "attack input",
+            "no gradient reached the input: is the model on an autodiff device?",
+        )
+    })
+}
+
+/// A host copy of a batch of images.
+pub(crate) fn host_values(x: &Tensor<4>) -> Result<Vec<f32>> {
+    x.clone()
         .into_data()
-        .try_to_vec::<bool>()
-        .unwrap_or_default())
+        .try_to_vec::<f32>()
+        .map_err(|e| AtopError::tensor("attack input", format!("cannot read images: {e:?}")))
+}
+
+/// The rows `positions` of a batch.
+pub(crate) fn select_rows(x: &Tensor<4>, positions: &[usize]) -> Tensor<4> {
+    let idx: Vec<i64> = positions.iter().map(|&i| i as i64).collect();
+    x.clone().select(0, int_tensor(&idx, &x.device()))
+}
+
+/// `full` with its row `positions[j]` replaced by row j of `sub` wherever
+/// `take[j]`.
+pub(crate) fn scatter_rows(
+    full: Tensor<4>,
+    sub: Tensor<4>,
+    positions: &[usize],
+    take: &[bool],
+) -> Tensor<4> {
+    let dims = full.dims();
+    let device = full.device();
+    let mut source = vec![0i64; dims[0]];
+    let mut replace = vec![false; dims[0]];
+    for (j, &i) in positions.iter().enumerate() {
+        source[i] = j as i64;
+        replace[i] = take[j];
+    }
+    let spread = sub.select(0, int_tensor(&source, &device));
+    full.mask_where(sample_mask(&replace, dims, &device), spread)
 }
 
 /// How many points of `x` get an all-zero, and how many a non-finite,

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, check_eps, check_labels, int_tensor, per_sample_loss, per_sample_norm, sample_mask,
-    to_f32,
+    AttackLoss, check_eps, check_labels, input_gradient, int_tensor, per_sample_loss,
+    per_sample_norm, sample_mask, to_f32,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -105,12 +105,7 @@ pub fn carlini_wagner_l2<T: AttackTarget + ?Sized>(
         let f = margin.clone().neg().clamp_min(-cfg.kappa);
         let loss = dist2.clone() + f.clone().mul_scalar(cfg.c);
         let grads = loss.sum().backward();
-        let g = wt.grad(&grads).ok_or_else(|| {
-            AtopError::tensor(
-                "attack input",
-                "no gradient reached the input: is the model on an autodiff device?",
-            )
-        })?;
+        let g = input_gradient(&wt, &grads)?;
         // Record successes of this iterate before stepping.
         let fooled: Vec<bool> = to_f32(margin.detach()).iter().map(|&m| m > 0.0).collect();
         let dist: Vec<f32> =
@@ -125,7 +120,6 @@ pub fn carlini_wagner_l2<T: AttackTarget + ?Sized>(
         }
         best = best.mask_where(sample_mask(&better, dims, &device), x_adv.detach());
         // Adam on w.
-        let g = g.detach();
         m = m.mul_scalar(beta1) + g.clone().mul_scalar(1.0 - beta1);
         v = v.mul_scalar(beta2) + g.powi_scalar(2).mul_scalar(1.0 - beta2);
         let m_hat = m.clone().div_scalar(1.0 - beta1.powi(step as i32));

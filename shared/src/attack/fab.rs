@@ -10,7 +10,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Norm, check_eps, check_labels, int_tensor, targets_by_rank, to_i64, wrong_once,
+    Norm, check_eps, check_labels, host_values, input_gradient, int_tensor, select_rows,
+    targets_by_rank, to_i64, wrong_once,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -160,11 +161,7 @@ fn fab_run<T: AttackTarget + ?Sized>(
     let [n, c, h, w] = dims;
     let size = c * h * w;
     let device = x.device();
-    let x0: Vec<f32> = x
-        .clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| AtopError::tensor("attack input", format!("cannot read images: {e:?}")))?;
+    let x0 = host_values(x)?;
     let y = int_tensor(labels, &device);
     let t = int_tensor(targets, &device);
     let mut x1 = x0.clone();
@@ -185,12 +182,7 @@ fn fab_run<T: AttackTarget + ?Sized>(
         };
         let f = pick(&t) - pick(&y);
         let grads = f.clone().sum().backward();
-        let g = xt.grad(&grads).ok_or_else(|| {
-            AtopError::tensor(
-                "attack input",
-                "no gradient reached the input: is the model on an autodiff device?",
-            )
-        })?;
+        let g = input_gradient(&xt, &grads)?;
         let f: Vec<f32> = super::common::to_f32(f.detach());
         let g: Vec<f32> = g.into_data().try_to_vec::<f32>().unwrap_or_default();
         for i in 0..n {
@@ -216,7 +208,7 @@ fn fab_run<T: AttackTarget + ?Sized>(
         let wrong = wrong_once(
             target,
             &Tensor::<4>::from_data(TensorData::new(x1.clone(), dims), &device),
-            &y,
+            labels,
             rng,
         )?;
         for i in 0..n {
@@ -269,20 +261,15 @@ pub fn fab_targeted<T: AttackTarget + ?Sized>(
     }
     let (_, order) = clean.sort_descending_with_indices(1);
     let ranked = to_i64(order.reshape([n * k]));
-    let mut out: Vec<f32> = x
-        .clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| AtopError::tensor("attack input", format!("cannot read images: {e:?}")))?;
-    let mut fooled = wrong_once(target, &x, &int_tensor(labels, &device), rng)?;
+    let mut out = host_values(&x)?;
+    let mut fooled = wrong_once(target, &x, labels, rng)?;
     let tolerance = 1e-6f32;
     for rank in 1..=target_classes.min(k - 1) {
         let todo: Vec<usize> = (0..n).filter(|&i| !fooled[i]).collect();
         if todo.is_empty() {
             break;
         }
-        let idx = int_tensor(&todo.iter().map(|&i| i as i64).collect::<Vec<_>>(), &device);
-        let xs = x.clone().select(0, idx);
+        let xs = select_rows(&x, &todo);
         let ys: Vec<i64> = todo.iter().map(|&i| labels[i]).collect();
         // The rank is counted among classes other than the true one.
         let ts = targets_by_rank(&ranked, k, labels, &todo, rank);

@@ -12,7 +12,9 @@ use burn::tensor::{Tensor, TensorData};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AttackLoss, Norm, check_eps, check_labels, int_tensor, per_sample_loss};
+use super::common::{
+    AttackLoss, Norm, check_eps, check_labels, host_values, int_tensor, per_sample_loss,
+};
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
 use crate::rng::AtopRng;
@@ -323,7 +325,7 @@ fn square_run<T: AttackTarget + ?Sized>(
         }
     }
     for &i in todo {
-        if margin[i] < overall_margin[i] || overall_margin[i] > 0.0 && margin[i] <= 0.0 {
+        if margin[i] < overall_margin[i] {
             overall_margin[i] = margin[i];
             overall_best.image_mut(i).copy_from_slice(best.image(i));
         }
@@ -407,12 +409,7 @@ pub fn square<T: AttackTarget + ?Sized>(
     let device = x.device();
     let [n, c, h, w] = dims;
     let host = HostImages {
-        data: x
-            .clone()
-            .detach()
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| AtopError::tensor("attack input", format!("cannot read images: {e:?}")))?,
+        data: host_values(&x)?,
         c,
         h,
         w,
