@@ -120,51 +120,40 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Resu
     if inputs.is_empty() {
         bail!("eval merge: name the shards' report.json files (or their directories)");
     }
-    let mut parts = Vec::new();
-    let mut names = Vec::new();
-    let mut first_meta: Option<serde_json::Value> = None;
-    let mut elapsed = 0.0;
+    let mut stored = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for input in inputs {
         let path = if input.is_dir() {
             input.join("report.json")
         } else {
             input.clone()
         };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        let eval: EvalReport = serde_json::from_value(value["eval"].clone())
-            .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))?;
-        if eval.shard.is_none() {
+        let report = report::read(&path)?;
+        if report.eval.shard.is_none() {
             bail!(
                 "{}: not a shard report (made without --shard)",
                 path.display()
             );
         }
-        match &first_meta {
-            None => first_meta = Some(value.clone()),
-            Some(m) => {
-                let hashes = |v: &serde_json::Value| -> Vec<String> {
-                    v["artifacts"]
-                        .as_array()
-                        .map(|a| a.iter().map(|p| p[1].to_string()).collect())
-                        .unwrap_or_default()
-                };
-                if hashes(m) != hashes(&value) {
-                    bail!(
-                        "{}: made from other artifacts than {}",
-                        path.display(),
-                        names[0]
-                    );
-                }
-            }
+        let hashes = |r: &report::StoredReport| -> Vec<String> {
+            r.artifacts.iter().map(|(_, sha)| sha.clone()).collect()
+        };
+        if let Some(first) = stored.first()
+            && hashes(first) != hashes(&report)
+        {
+            bail!(
+                "{}: made from other artifacts than {}",
+                path.display(),
+                names[0]
+            );
         }
-        elapsed += value["elapsed_seconds"].as_f64().unwrap_or(0.0);
         names.push(path.display().to_string());
-        parts.push(eval);
+        stored.push(report);
     }
-    let meta = first_meta.unwrap_or_default();
+    // The shards' compute time, summed.
+    let elapsed = stored.iter().map(|r| r.elapsed_seconds).sum();
+    let (artifacts, dataset) = (stored[0].artifacts.clone(), stored[0].dataset.clone());
+    let parts: Vec<EvalReport> = stored.into_iter().map(|r| r.eval).collect();
     let defenses = parts[0]
         .rows
         .iter()
@@ -172,27 +161,13 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Resu
         .count();
     let merged = crate::eval::merge(&parts, &names, defenses)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let artifacts: Vec<(String, String)> = meta["artifacts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p[0].as_str().unwrap_or_default().to_string(),
-                        p[1].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let md = report::write(
         out,
         &report::Report {
             title: format!("atop eval (merged from {} shards)", parts.len()),
             artifacts,
-            dataset: meta["dataset"].as_str().unwrap_or_default().to_string(),
+            dataset,
             command: command_line.into(),
-            // The shards' compute time, summed.
             elapsed_seconds: elapsed,
             eval: &merged,
             training: None,

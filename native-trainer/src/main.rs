@@ -295,6 +295,11 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let sha = |p: &Path| -> Result<(String, String)> {
         Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
     };
+    let artifacts = vec![
+        sha(&classifier.artifact_path)?,
+        sha(&pretrained.artifact_path)?,
+        sha(&final_path)?,
+    ];
     let eval = pipeline::run_eval(
         cfg,
         &data,
@@ -306,15 +311,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         device,
         &eval::EvalRun {
             state_path: Some(eval_command::state_path(out, None)),
-            protocol_hash: eval_command::protocol_hash(
-                cfg,
-                &[
-                    sha(&classifier.artifact_path)?,
-                    sha(&pretrained.artifact_path)?,
-                    sha(&finetuned.artifact_path)?,
-                ],
-                None,
-            ),
+            protocol_hash: eval_command::protocol_hash(cfg, &artifacts, None),
             resume: run.resume,
             shard: None,
         },
@@ -323,11 +320,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         out,
         &report::Report {
             title: "atop quickstart: Fashion-MNIST".into(),
-            artifacts: vec![
-                sha(&classifier.artifact_path)?,
-                sha(&pretrained.artifact_path)?,
-                sha(&final_path)?,
-            ],
+            artifacts,
             dataset: data.test.name.clone(),
             command: command_line.into(),
             elapsed_seconds: start.elapsed().as_secs_f64(),
@@ -363,19 +356,8 @@ fn draw_plots(dir: &Path, results: Option<(&eval::EvalReport, &str)>) -> Result<
 fn redraw_plots(dir: &Path) -> Result<()> {
     let report_path = dir.join("report.json");
     let results = if report_path.exists() {
-        let text = std::fs::read_to_string(&report_path)
-            .with_context(|| format!("cannot read {}", report_path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", report_path.display()))?;
-        let eval: eval::EvalReport =
-            serde_json::from_value(value["eval"].clone()).with_context(|| {
-                format!(
-                    "{}: no evaluation table under \"eval\"",
-                    report_path.display()
-                )
-            })?;
-        let title = value["title"].as_str().unwrap_or("atop eval").to_string();
-        Some((eval, title))
+        let stored = report::read(&report_path)?;
+        Some((stored.eval, stored.title))
     } else {
         None
     };

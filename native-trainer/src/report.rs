@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
-use serde::Serialize;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
 use crate::eval::EvalReport;
@@ -20,6 +20,26 @@ pub struct Report<'a> {
     pub eval: &'a EvalReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
+}
+
+/// A report.json as read back (`atop plot`, `atop eval merge`).
+#[derive(Deserialize)]
+pub struct StoredReport {
+    pub title: String,
+    pub artifacts: Vec<(String, String)>,
+    pub dataset: String,
+    pub elapsed_seconds: f64,
+    pub eval: EvalReport,
+}
+
+/// Reads a report.json written by [`write`], naming the file when it is not one.
+pub fn read(path: &Path) -> Result<StoredReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    serde_json::from_value(value)
+        .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))
 }
 
 pub fn markdown(report: &Report) -> String {
