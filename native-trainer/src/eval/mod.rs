@@ -66,9 +66,13 @@ pub struct EvalReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
     pub rows: Vec<EvalRow>,
-    /// Sanity-check warnings (gradients, Square vs white-box, EOT).
+    /// Sanity-check warnings: the gradient checks, then the table checks.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The gradient checks alone (run on batch 0 only, so a merge of shards
+    /// takes them from the shard that had it and redoes the table checks).
+    #[serde(default)]
+    pub gradient_warnings: Vec<String>,
 }
 
 /// The seeded subset of test indices.
@@ -365,18 +369,13 @@ pub fn evaluate(
     rows.extend(worst);
 
     // Gradient checks on batch 0 (so a merge of shards reports what one run would).
-    let mut warnings = Vec::new();
-    if mine.first() == Some(&0) {
+    let gradient_warnings = if mine.first() == Some(&0) {
         let (x, y) = batch(0);
-        warnings.extend(sanity::gradient_warnings(
-            classifier,
-            defenses,
-            &cfg.attacks,
-            x,
-            &y,
-            seed,
-        )?);
-    }
+        sanity::gradient_warnings(classifier, defenses, &cfg.attacks, x, &y, seed)?
+    } else {
+        Vec::new()
+    };
+    let mut warnings = gradient_warnings.clone();
     warnings.extend(sanity::row_warnings(&rows, defenses.len()));
     for w in &warnings {
         tracing::warn!("{w}");
@@ -388,5 +387,6 @@ pub fn evaluate(
         shard: run.shard,
         rows,
         warnings,
+        gradient_warnings,
     })
 }

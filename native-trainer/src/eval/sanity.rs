@@ -42,12 +42,16 @@ pub fn gradient_warnings(
         "classifier".into(),
         gradient_health(&ClassifierTarget(classifier), &x, labels, &mut rng)?,
     );
-    let mut modes: Vec<GradientMode> = attacks
-        .iter()
-        .filter(|a| a.attack.uses_gradients() && a.mode != GradientMode::ClassifierOnly)
-        .map(|a| a.mode)
-        .collect();
-    modes.dedup();
+    // Each gradient mode once, in protocol order.
+    let mut modes: Vec<GradientMode> = Vec::new();
+    for a in attacks {
+        if a.attack.uses_gradients()
+            && a.mode != GradientMode::ClassifierOnly
+            && !modes.contains(&a.mode)
+        {
+            modes.push(a.mode);
+        }
+    }
     for (name, defense) in defenses {
         for &mode in &modes {
             let mut target = DefenseTarget::new(defense, mode);

@@ -97,16 +97,13 @@ pub fn merge(parts: &[EvalReport], names: &[String], defenses: usize) -> Result<
     }
     let worst = worst_case_rows(&rows);
     rows.extend(worst);
-    // Gradient warnings come from each shard's first batch; table checks are redone.
-    let mut warnings: Vec<String> = Vec::new();
-    for w in parts.iter().flat_map(|p| &p.warnings) {
-        let from_table = w.contains("Square attack")
-            || w.contains("EOT 1")
-            || w.contains("weaker than the classifier-only");
-        if !from_table && !warnings.contains(w) {
-            warnings.push(w.clone());
-        }
-    }
+    // Only the shard with batch 0 ran the gradient checks; the table checks
+    // are redone on the merged table.
+    let gradient_warnings: Vec<String> = parts
+        .iter()
+        .flat_map(|p| p.gradient_warnings.iter().cloned())
+        .collect();
+    let mut warnings = gradient_warnings.clone();
     warnings.extend(sanity::row_warnings(&rows, defenses));
     Ok(EvalReport {
         subset_seed: first.subset_seed,
@@ -115,5 +112,6 @@ pub fn merge(parts: &[EvalReport], names: &[String], defenses: usize) -> Result<
         shard: None,
         rows,
         warnings,
+        gradient_warnings,
     })
 }
