@@ -302,36 +302,23 @@ fn bad_input_gives_one_line_errors_and_leaves_nothing_behind() {
     let out = f.dir.join("out");
     let out_s = out.to_str().unwrap();
 
-    let (ok, err) = run(&[
-        "train-classifier",
-        "--config",
-        cfg,
-        "--out",
-        out_s,
-        "--set",
-        "trainer.epochs=1",
-    ]);
-    assert!(!ok && err.contains("trainer"), "{err}");
-    let (ok, err) = run(&[
-        "train-classifier",
-        "--config",
-        cfg,
-        "--out",
-        out_s,
-        "--set",
-        "transform.missing_rate=2",
-    ]);
-    assert!(!ok && err.contains("missing_rate"), "{err}");
-    let (ok, err) = run(&[
-        "train-classifier",
-        "--config",
-        cfg,
-        "--out",
-        out_s,
-        "--set",
-        "transform.grid=8",
-    ]);
-    assert!(!ok && err.contains("grid"), "{err}");
+    // An unknown key, an impossible value, a grid that does not divide 28.
+    for (setting, named) in [
+        ("trainer.epochs=1", "trainer"),
+        ("transform.missing_rate=2", "missing_rate"),
+        ("transform.grid=8", "grid"),
+    ] {
+        let (ok, err) = run(&[
+            "train-classifier",
+            "--config",
+            cfg,
+            "--out",
+            out_s,
+            "--set",
+            setting,
+        ]);
+        assert!(!ok && err.contains(named), "{setting}: {err}");
+    }
     let (ok, err) = run(&[
         "train-classifier",
         "--config",
