@@ -5,6 +5,7 @@ mod bench;
 mod checkpoint;
 mod config;
 mod data;
+mod demo_command;
 mod eval;
 mod eval_command;
 mod metrics;
@@ -131,6 +132,38 @@ enum Command {
     },
     /// Redraw the PNG plots of an output directory from its metrics.jsonl and report.json.
     Plot { dir: PathBuf },
+    /// Replay a browser-demo permalink: the same attack on the same image,
+    /// printing the logits the demo shows (JSON).
+    Attack {
+        /// The artifact the link names (by its payload SHA-256).
+        #[arg(long)]
+        artifact: PathBuf,
+        /// The permalink, or just its query string (`v=1&artifact=...`).
+        #[arg(long)]
+        link: String,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        /// Write the JSON here instead of printing it.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Bundle test images into an artifact for the browser demo.
+    ExportWeb {
+        /// Configuration naming the dataset (its test split gives the images).
+        #[arg(long, default_value = "configs/fmnist.toml")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Artifact with classifier, purifier and transform.
+        #[arg(long)]
+        artifact: PathBuf,
+        /// Number of test images, classes taken in turn.
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+        /// Output artifact.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,6 +185,22 @@ fn main() -> ExitCode {
     let result = match Cli::parse_from(args).command {
         Command::Inspect { artifact, json } => inspect(&artifact, json),
         Command::Plot { dir } => redraw_plots(&dir),
+        Command::Attack {
+            artifact,
+            link,
+            device,
+            json,
+        } => select_device(&device)
+            .and_then(|dev| demo_command::attack(&artifact, &link, &dev))
+            .and_then(|report| demo_command::emit(&report, json.as_deref())),
+        Command::ExportWeb {
+            config,
+            overrides,
+            artifact,
+            samples,
+            out,
+        } => RunConfig::load(&config, &overrides)
+            .and_then(|cfg| demo_command::export_web(&cfg, &artifact, samples, &out)),
         Command::TrainClassifier(run) => with_run(&run, |cfg, dev| {
             let data = pipeline::load_data(cfg)?;
             pipeline::train_classifier(cfg, &data, dev, &run.out, run.resume)?;

@@ -419,6 +419,15 @@ impl Artifact {
         })
     }
 
+    /// The same artifact with `samples` bundled (replacing any there), for
+    /// the browser demo; the payload hash is recomputed.
+    pub fn with_samples(mut self, samples: &Samples) -> Result<Self> {
+        let bundled = Artifact::new(Manifest::default(), None, None, Some(samples))?;
+        self.tensors.extend(bundled.tensors);
+        self.manifest.payload_sha256 = payload_sha256(&self.tensors);
+        Ok(self)
+    }
+
     /// The bundled sample images, if any.
     pub fn samples(&self, source_name: &str) -> Result<Option<Samples>> {
         let (Some(images), Some(labels)) = (

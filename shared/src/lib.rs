@@ -8,7 +8,9 @@
 //!   the AE purifier (conv U-Net) and the SN-PatchGAN discriminator;
 //! * [`defense`]: transform -> purifier -> classifier as one differentiable
 //!   pipeline;
-//! * [`artifact`]: one `.safetensors` file with weights and a JSON manifest.
+//! * [`artifact`]: one `.safetensors` file with weights and a JSON manifest;
+//! * [`demo`]: the browser demo's one-image experiment and its permalink,
+//!   shared with the trainer's `atop attack`.
 //!
 //! Images are `[n, c, h, w]` f32 tensors in [0,1] everywhere in the public
 //! API. Nothing here touches the file system or the clock; randomness comes
@@ -17,6 +19,7 @@
 pub mod artifact;
 pub mod attack;
 pub mod defense;
+pub mod demo;
 pub mod error;
 pub mod model;
 pub mod params;

@@ -97,8 +97,227 @@ impl ApgdConfig {
     }
 }
 
-/// One APGD run from a random start. Returns per sample the last iterate
-/// that was misclassified, else the highest-loss iterate.
+/// One APGD run from a random start, advanced an iteration at a time so a
+/// caller can report progress between iterations (the browser demo yields to
+/// the page). Each iteration reads the per-sample losses back to the host
+/// for the step-size rule, so it needs a device with blocking reads.
+pub struct ApgdRun {
+    x: Tensor<4>,
+    y: Tensor<1, Int>,
+    targets: Option<Tensor<1, Int>>,
+    loss: AttackLoss,
+    cfg: ApgdConfig,
+    x_adv: Tensor<4>,
+    x_old: Tensor<4>,
+    grad: Tensor<4>,
+    x_best: Tensor<4>,
+    grad_best: Tensor<4>,
+    loss_best: Vec<f32>,
+    found: Vec<bool>,
+    x_found: Tensor<4>,
+    step_size: Vec<f64>,
+    last_loss: Vec<f32>,
+    increases: Vec<usize>,
+    reduced_last: Vec<bool>,
+    loss_best_at_check: Vec<f32>,
+    checkpoints: Vec<usize>,
+    next: usize,
+    last_check: usize,
+    done: usize,
+}
+
+impl ApgdRun {
+    /// Untargeted APGD (the config's loss) on `x`: validates the settings,
+    /// takes the random start and evaluates it.
+    pub fn start<T: AttackTarget + ?Sized>(
+        target: &T,
+        x: Tensor<4>,
+        labels: &[i64],
+        cfg: &ApgdConfig,
+        rng: &mut AtopRng,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        check_labels(labels, x.dims())?;
+        let x = x.detach();
+        let y = int_tensor(labels, &x.device());
+        Self::start_with(target, &x, &y, None, cfg.loss.into(), cfg, rng)
+    }
+
+    fn start_with<T: AttackTarget + ?Sized>(
+        target: &T,
+        x: &Tensor<4>,
+        y: &Tensor<1, Int>,
+        targets: Option<&Tensor<1, Int>>,
+        loss: AttackLoss,
+        cfg: &ApgdConfig,
+        rng: &mut AtopRng,
+    ) -> Result<Self> {
+        let n = x.dims()[0];
+        let start = match cfg.norm {
+            // Uniform in the cube.
+            Norm::Linf => x.clone() + symmetric_uniform_like(x, rng).mul_scalar(cfg.eps),
+            Norm::L2 => {
+                let t = normal_like(x, rng);
+                let length = per_sample_norm(t.clone()).clamp_min(1e-12);
+                x.clone() + t / length * cfg.eps
+            }
+        };
+        let x_adv = start.clamp(0.0, 1.0);
+        let ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
+        let checkpoints = cfg.checkpoints();
+        Ok(Self {
+            x: x.clone(),
+            y: y.clone(),
+            targets: targets.cloned(),
+            loss,
+            cfg: cfg.clone(),
+            x_old: x_adv.clone(),
+            x_best: x_adv.clone(),
+            x_found: x_adv.clone(),
+            x_adv,
+            grad: ev.grad.clone(),
+            grad_best: ev.grad,
+            loss_best: ev.loss.clone(),
+            found: ev.wrong,
+            step_size: vec![2.0 * cfg.eps; n],
+            last_loss: ev.loss.clone(),
+            increases: vec![0; n],
+            reduced_last: vec![false; n],
+            loss_best_at_check: ev.loss,
+            next: checkpoints.first().copied().unwrap_or(usize::MAX),
+            checkpoints,
+            last_check: 0,
+            done: 0,
+        })
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done >= self.cfg.steps
+    }
+
+    /// One iteration: momentum step, evaluation, bookkeeping and, at a
+    /// checkpoint, the step-size test.
+    pub fn step<T: AttackTarget + ?Sized>(&mut self, target: &T, rng: &mut AtopRng) -> Result<()> {
+        let (x, cfg) = (&self.x, &self.cfg);
+        let dims = x.dims();
+        let n = dims[0];
+        let device = x.device();
+        let step_t = Tensor::<1>::from_data(
+            burn::tensor::TensorData::new(
+                self.step_size.iter().map(|&s| s as f32).collect(),
+                [n],
+            ),
+            &device,
+        )
+        .reshape([n, 1, 1, 1]);
+        let z = project(
+            self.x_adv.clone() + ascent_direction(self.grad.clone(), cfg.norm) * step_t,
+            x,
+            cfg.norm,
+            cfg.eps,
+        );
+        let x_new = if self.done == 0 {
+            z
+        } else {
+            let a = cfg.alpha;
+            let moved = self.x_adv.clone()
+                + (z - self.x_adv.clone()).mul_scalar(a)
+                + (self.x_adv.clone() - self.x_old.clone()).mul_scalar(1.0 - a);
+            project(moved, x, cfg.norm, cfg.eps)
+        };
+        self.x_old = std::mem::replace(&mut self.x_adv, x_new);
+        let ev = evaluate(
+            target,
+            &self.x_adv,
+            &self.y,
+            self.targets.as_ref(),
+            self.loss,
+            cfg.eot,
+            rng,
+        )?;
+        self.grad = ev.grad;
+
+        let wrong_mask = sample_mask(&ev.wrong, dims, &device);
+        self.x_found = self.x_found.clone().mask_where(wrong_mask, self.x_adv.clone());
+        for (f, w) in self.found.iter_mut().zip(&ev.wrong) {
+            *f |= *w;
+        }
+        let improved: Vec<bool> = ev
+            .loss
+            .iter()
+            .zip(&self.loss_best)
+            .map(|(l, b)| l > b)
+            .collect();
+        let mask = sample_mask(&improved, dims, &device);
+        self.x_best = self.x_best.clone().mask_where(mask.clone(), self.x_adv.clone());
+        self.grad_best = self.grad_best.clone().mask_where(mask, self.grad.clone());
+        for s in 0..n {
+            if ev.loss[s] > self.last_loss[s] {
+                self.increases[s] += 1;
+            }
+            if improved[s] {
+                self.loss_best[s] = ev.loss[s];
+            }
+        }
+        self.last_loss = ev.loss;
+        self.done += 1;
+
+        if self.done == self.next {
+            let interval = self.next - self.last_check;
+            let halve: Vec<bool> = (0..n)
+                .map(|s| {
+                    let oscillating = (self.increases[s] as f64) < cfg.rho * interval as f64;
+                    let stalled =
+                        !self.reduced_last[s] && self.loss_best_at_check[s] >= self.loss_best[s];
+                    oscillating || stalled
+                })
+                .collect();
+            for s in 0..n {
+                if halve[s] {
+                    self.step_size[s] /= 2.0;
+                }
+            }
+            let mask = sample_mask(&halve, dims, &device);
+            self.x_adv = self.x_adv.clone().mask_where(mask.clone(), self.x_best.clone());
+            self.grad = self.grad.clone().mask_where(mask, self.grad_best.clone());
+            self.reduced_last = halve;
+            self.loss_best_at_check.clone_from(&self.loss_best);
+            self.increases.iter_mut().for_each(|c| *c = 0);
+            self.last_check = self.next;
+            let next = self.next;
+            self.next = self
+                .checkpoints
+                .iter()
+                .copied()
+                .find(|&c| c > next)
+                .unwrap_or(usize::MAX);
+        }
+        Ok(())
+    }
+
+    /// Per sample the last iterate that was misclassified, else the
+    /// highest-loss iterate; and whether any iterate was misclassified.
+    pub fn finish(self) -> (Tensor<4>, Vec<bool>) {
+        let dims = self.x.dims();
+        let found_mask = sample_mask(&self.found, dims, &self.x.device());
+        (self.x_best.mask_where(found_mask, self.x_found), self.found)
+    }
+}
+
+impl From<ApgdLoss> for AttackLoss {
+    fn from(loss: ApgdLoss) -> Self {
+        match loss {
+            ApgdLoss::Ce => AttackLoss::CrossEntropy,
+            ApgdLoss::Dlr => AttackLoss::Dlr,
+        }
+    }
+}
+
+/// One APGD run from a random start, to the end.
 fn apgd_run<T: AttackTarget + ?Sized>(
     target: &T,
     x: &Tensor<4>,
@@ -108,112 +327,11 @@ fn apgd_run<T: AttackTarget + ?Sized>(
     cfg: &ApgdConfig,
     rng: &mut AtopRng,
 ) -> Result<(Tensor<4>, Vec<bool>)> {
-    let dims = x.dims();
-    let n = dims[0];
-    let device = x.device();
-    let start = match cfg.norm {
-        // Uniform in the cube.
-        Norm::Linf => x.clone() + symmetric_uniform_like(x, rng).mul_scalar(cfg.eps),
-        Norm::L2 => {
-            let t = normal_like(x, rng);
-            let length = per_sample_norm(t.clone()).clamp_min(1e-12);
-            x.clone() + t / length * cfg.eps
-        }
-    };
-    let mut x_adv = start.clamp(0.0, 1.0);
-    let mut ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
-    let mut grad = ev.grad.clone();
-    let mut x_best = x_adv.clone();
-    let mut grad_best = grad.clone();
-    let mut loss_best = ev.loss.clone();
-    let mut found = ev.wrong.clone();
-    let mut x_found = x_adv.clone();
-
-    let mut step = vec![2.0 * cfg.eps; n];
-    let mut x_old = x_adv.clone();
-    let mut last_loss = ev.loss.clone();
-    let mut increases = vec![0usize; n];
-    let mut reduced_last = vec![false; n];
-    let mut loss_best_at_check = loss_best.clone();
-    let checkpoints = cfg.checkpoints();
-    let mut next = checkpoints.first().copied().unwrap_or(usize::MAX);
-    let mut last_check = 0usize;
-
-    for i in 0..cfg.steps {
-        let step_t = Tensor::<1>::from_data(
-            burn::tensor::TensorData::new(step.iter().map(|&s| s as f32).collect(), [n]),
-            &device,
-        )
-        .reshape([n, 1, 1, 1]);
-        let z = project(
-            x_adv.clone() + ascent_direction(grad.clone(), cfg.norm) * step_t,
-            x,
-            cfg.norm,
-            cfg.eps,
-        );
-        let x_new = if i == 0 {
-            z
-        } else {
-            let a = cfg.alpha;
-            let moved = x_adv.clone()
-                + (z - x_adv.clone()).mul_scalar(a)
-                + (x_adv.clone() - x_old.clone()).mul_scalar(1.0 - a);
-            project(moved, x, cfg.norm, cfg.eps)
-        };
-        x_old = x_adv;
-        x_adv = x_new;
-        ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
-        grad = ev.grad.clone();
-
-        let wrong_mask = sample_mask(&ev.wrong, dims, &device);
-        x_found = x_found.mask_where(wrong_mask, x_adv.clone());
-        for (f, w) in found.iter_mut().zip(&ev.wrong) {
-            *f |= *w;
-        }
-        let improved: Vec<bool> = ev.loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
-        let mask = sample_mask(&improved, dims, &device);
-        x_best = x_best.mask_where(mask.clone(), x_adv.clone());
-        grad_best = grad_best.mask_where(mask, grad.clone());
-        for s in 0..n {
-            if ev.loss[s] > last_loss[s] {
-                increases[s] += 1;
-            }
-            if improved[s] {
-                loss_best[s] = ev.loss[s];
-            }
-        }
-        last_loss.clone_from(&ev.loss);
-
-        if i + 1 == next {
-            let interval = next - last_check;
-            let halve: Vec<bool> = (0..n)
-                .map(|s| {
-                    let oscillating = (increases[s] as f64) < cfg.rho * interval as f64;
-                    let stalled = !reduced_last[s] && loss_best_at_check[s] >= loss_best[s];
-                    oscillating || stalled
-                })
-                .collect();
-            for s in 0..n {
-                if halve[s] {
-                    step[s] /= 2.0;
-                }
-            }
-            let mask = sample_mask(&halve, dims, &device);
-            x_adv = x_adv.mask_where(mask.clone(), x_best.clone());
-            grad = grad.mask_where(mask, grad_best.clone());
-            reduced_last = halve;
-            loss_best_at_check.clone_from(&loss_best);
-            increases.iter_mut().for_each(|c| *c = 0);
-            last_check = next;
-            next = checkpoints
-                .iter()
-                .copied()
-                .find(|&c| c > next)
-                .unwrap_or(usize::MAX);
-        }
+    let mut run = ApgdRun::start_with(target, x, y, targets, loss, cfg, rng)?;
+    while !run.is_finished() {
+        run.step(target, rng)?;
     }
-    let found_mask = sample_mask(&found, dims, &device);
-    Ok((x_best.mask_where(found_mask, x_found), found))
+    Ok(run.finish())
 }
 
 /// Runs `run` on the points not yet fooled, `rounds` times, merging results.
@@ -259,10 +377,7 @@ pub fn apgd<T: AttackTarget + ?Sized>(
     cfg.validate()?;
     check_labels(labels, x.dims())?;
     let x = x.detach();
-    let loss = match cfg.loss {
-        ApgdLoss::Ce => AttackLoss::CrossEntropy,
-        ApgdLoss::Dlr => AttackLoss::Dlr,
-    };
+    let loss = cfg.loss.into();
     on_robust_points(target, &x, labels, cfg.restarts, rng, |_, xs, idx, rng| {
         let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
         let y = int_tensor(&ys, &xs.device());

@@ -246,6 +246,32 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
     eot: usize,
     rng: &mut AtopRng,
 ) -> Result<Evaluation> {
+    let ev = evaluate_on_device(target, x, labels, targets, loss, eot, rng)?;
+    Ok(Evaluation {
+        grad: ev.grad,
+        loss: to_f32(ev.loss),
+        wrong: ev.wrong.into_data().try_to_vec::<bool>().unwrap_or_default(),
+    })
+}
+
+/// [`evaluate`] without reading anything back to the host: loss and
+/// prediction stay tensors. An attack step built on it never waits for the
+/// device, which is what a browser's WebGPU needs (it cannot block on reads).
+pub(crate) struct DeviceEvaluation {
+    pub grad: Tensor<4>,
+    pub loss: Tensor<1>,
+    pub wrong: Tensor<1, Bool>,
+}
+
+pub(crate) fn evaluate_on_device<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+    targets: Option<&Tensor<1, Int>>,
+    loss: AttackLoss,
+    eot: usize,
+    rng: &mut AtopRng,
+) -> Result<DeviceEvaluation> {
     let [n, ..] = x.dims();
     let eot = if target.is_randomized() {
         eot.max(1)
@@ -275,10 +301,10 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
         .mean_dim(0)
         .reshape([n, k]);
     let wrong = mean_logits.argmax(1).reshape([n]).not_equal(labels.clone());
-    Ok(Evaluation {
+    Ok(DeviceEvaluation {
         grad,
-        loss: to_f32(losses.detach().reshape([eot, n]).mean_dim(0).reshape([n])),
-        wrong: wrong.into_data().try_to_vec::<bool>().unwrap_or_default(),
+        loss: losses.detach().reshape([eot, n]).mean_dim(0).reshape([n]),
+        wrong,
     })
 }
 

@@ -16,14 +16,14 @@ mod score;
 mod square;
 mod target;
 
-pub use apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
+pub use apgd::{ApgdConfig, ApgdLoss, ApgdRun, apgd, apgd_targeted};
 pub use autoattack::{
     AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
 };
 pub use common::{AttackLoss, Norm, gradient_health, per_sample_loss};
 pub use cw::{CwConfig, carlini_wagner_l2};
 pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
-pub use pgd::{PgdConfig, fgsm, pgd};
+pub use pgd::{PgdConfig, PgdRun, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use square::{SquareConfig, square};
 pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};

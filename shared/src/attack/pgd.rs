@@ -1,10 +1,10 @@
 //! FGSM and PGD (L-infinity and L2) with random start, restarts and EOT.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
+    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate_on_device, int_tensor, normal_like,
     per_sample_norm, project,
 };
 use super::target::AttackTarget;
@@ -101,6 +101,70 @@ fn random_start(x: &Tensor<4>, cfg: &PgdConfig, rng: &mut AtopRng) -> Tensor<4> 
     project(x.clone() + delta, x, cfg.norm, cfg.eps)
 }
 
+/// One PGD run (no restarts), advanced a step at a time so a caller can
+/// report progress between steps (the browser demo yields to the page). A
+/// step never reads back from the device, so it also runs on WebGPU in a
+/// browser, where blocking reads are impossible.
+pub struct PgdRun {
+    x: Tensor<4>,
+    y: Tensor<1, Int>,
+    x_adv: Tensor<4>,
+    cfg: PgdConfig,
+    done: usize,
+}
+
+impl PgdRun {
+    /// Validates the settings and takes the random start (if any) from `rng`.
+    pub fn start(x: Tensor<4>, labels: &[i64], cfg: &PgdConfig, rng: &mut AtopRng) -> Result<Self> {
+        cfg.validate()?;
+        check_labels(labels, x.dims())?;
+        let x = x.detach();
+        let y = int_tensor(labels, &x.device());
+        let x_adv = if cfg.random_start && cfg.eps > 0.0 {
+            random_start(&x, cfg, rng)
+        } else {
+            x.clone()
+        };
+        Ok(Self {
+            x,
+            y,
+            x_adv,
+            cfg: cfg.clone(),
+            done: 0,
+        })
+    }
+
+    /// One gradient step (EOT-averaged for a randomized target).
+    pub fn step<T: AttackTarget + ?Sized>(&mut self, target: &T, rng: &mut AtopRng) -> Result<()> {
+        let eval = evaluate_on_device(
+            target,
+            &self.x_adv,
+            &self.y,
+            None,
+            AttackLoss::CrossEntropy,
+            self.cfg.eot,
+            rng,
+        )?;
+        let step = ascent_direction(eval.grad, self.cfg.norm).mul_scalar(self.cfg.alpha());
+        self.x_adv = project(self.x_adv.clone() + step, &self.x, self.cfg.norm, self.cfg.eps);
+        self.done += 1;
+        Ok(())
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done >= self.cfg.steps
+    }
+
+    /// The current iterate: in the eps-ball around the input and in [0,1].
+    pub fn adversarial(&self) -> Tensor<4> {
+        self.x_adv.clone()
+    }
+}
+
 /// PGD on `target`. Returns adversarial images in the eps-ball around `x`
 /// and in [0,1]. Over restarts, keeps per sample the first run that makes
 /// the (single-draw) prediction wrong, else the last run.
@@ -116,27 +180,13 @@ pub fn pgd<T: AttackTarget + ?Sized>(
     check_labels(labels, dims)?;
     let x = x.detach();
     let y = int_tensor(labels, &x.device());
-    let alpha = cfg.alpha();
     let mut best: Option<(Tensor<4>, Tensor<1, Bool>)> = None;
     for _ in 0..=cfg.restarts {
-        let mut x_adv = if cfg.random_start && cfg.eps > 0.0 {
-            random_start(&x, cfg, rng)
-        } else {
-            x.clone()
-        };
-        for _ in 0..cfg.steps {
-            let eval = evaluate(
-                target,
-                &x_adv,
-                &y,
-                None,
-                AttackLoss::CrossEntropy,
-                cfg.eot,
-                rng,
-            )?;
-            let step = ascent_direction(eval.grad, cfg.norm).mul_scalar(alpha);
-            x_adv = project(x_adv + step, &x, cfg.norm, cfg.eps);
+        let mut run = PgdRun::start(x.clone(), labels, cfg, rng)?;
+        while !run.is_finished() {
+            run.step(target, rng)?;
         }
+        let x_adv = run.adversarial();
         if cfg.restarts == 0 {
             return Ok(x_adv);
         }

@@ -1,0 +1,176 @@
+//! The browser demo's counterparts in the trainer: `atop export-web` bundles
+//! test images into an artifact for the demo, and `atop attack` replays a
+//! demo permalink natively (same shared code, so the same logits).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use atop::artifact::Samples;
+use atop::demo::{self, DemoAttackRun, DemoModels, Permalink};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+
+use crate::checkpoint::write_atomic;
+use crate::config::RunConfig;
+use crate::pipeline::{read_artifact, write_artifact};
+
+/// Indices of `count` test images, classes taken in turn (the first unused
+/// image of class 0, of class 1, ...), so every class appears.
+pub fn balanced_indices(labels: &[i64], classes: usize, count: usize) -> Vec<usize> {
+    let mut per_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        if let Some(queue) = usize::try_from(l).ok().and_then(|l| per_class.get_mut(l)) {
+            queue.push_back(i);
+        }
+    }
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count && per_class.iter().any(|q| !q.is_empty()) {
+        for queue in per_class.iter_mut() {
+            if out.len() == count {
+                break;
+            }
+            if let Some(i) = queue.pop_front() {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// `atop export-web`: the artifact plus `count` test images of the config's dataset.
+pub fn export_web(cfg: &RunConfig, artifact: &Path, count: usize, out: &Path) -> Result<()> {
+    if count == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let source = read_artifact(artifact)?;
+    let (_, test) = crate::data::load(cfg.data.dataset, cfg.data.dir.as_deref(), cfg.data.image_size)?;
+    let indices = balanced_indices(&test.labels, test.class_names.len(), count);
+    let subset = test.subset(&indices);
+    let [c, h, w] = subset.shape;
+    if let Some(d) = &source.manifest.dataset
+        && d.image_shape != subset.shape
+    {
+        bail!(
+            "{}: the artifact's models take {:?} images, {} has {:?}",
+            artifact.display(),
+            d.image_shape,
+            subset.name,
+            subset.shape
+        );
+    }
+    let samples = Samples {
+        images: TensorData::new(subset.images.clone(), [subset.len(), c, h, w]),
+        labels: subset.labels.clone(),
+    };
+    let bundled = source.with_samples(&samples)?;
+    write_artifact(out, &bundled)?;
+    println!(
+        "{}: {} {} test images (indices {:?}), payload sha256 {}",
+        out.display(),
+        subset.len(),
+        subset.name,
+        indices,
+        bundled.manifest.payload_sha256
+    );
+    Ok(())
+}
+
+/// What `atop attack` prints: the numbers the browser shows for the same link.
+#[derive(Serialize)]
+pub struct AttackReport {
+    pub permalink: String,
+    pub label: i64,
+    pub clean_logits: Vec<f32>,
+    pub adversarial_logits: Vec<f32>,
+    pub defended_logits: Vec<f32>,
+    /// The adversarial image `[c, h, w]`, row-major, in [0,1].
+    pub adversarial: Vec<f32>,
+    pub predictions: Predictions,
+}
+
+#[derive(Serialize)]
+pub struct Predictions {
+    pub clean: String,
+    pub adversarial: String,
+    pub defended: String,
+}
+
+fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read the {what}: {e:?}"))
+}
+
+/// `atop attack`: replays a demo permalink on `artifact_path`.
+pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
+    let link = Permalink::from_query(link.rsplit_once('?').map_or(link, |(_, q)| q))
+        .context("--link")?;
+    let name = artifact_path.display().to_string();
+    let artifact = read_artifact(artifact_path)?;
+    if artifact.manifest.payload_sha256 != link.artifact_sha256 {
+        bail!(
+            "--link names artifact {} but {name} holds {}",
+            link.artifact_sha256,
+            artifact.manifest.payload_sha256
+        );
+    }
+    let models = DemoModels::load(&artifact, device, &name)?;
+    let defense = models.defense(demo::transform_kind(&link)?);
+    let (image, label) = models.image(&link.image)?;
+    let clean = values(defense.classify(image.clone())?, "clean logits")?;
+    let label = demo::attack_label(label, &clean);
+    let mut run = DemoAttackRun::start(&defense, image.clone(), label, &link)?;
+    let bar = indicatif::ProgressBar::new(run.total_steps() as u64);
+    while !run.is_finished() {
+        run.step(&defense)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let outcome = demo::outcome(&defense, image, run.finish(), link.seed)?;
+    let top = |logits: &[f32]| {
+        let (class, p) = demo::top_predictions(logits)[0];
+        format!("{} ({:.1}%)", models.class_names[class], 100.0 * p)
+    };
+    let clean_logits = values(outcome.clean_logits, "clean logits")?;
+    let adversarial_logits = values(outcome.adversarial_logits, "adversarial logits")?;
+    let defended_logits = values(outcome.defended_logits, "defended logits")?;
+    Ok(AttackReport {
+        permalink: link.to_query(),
+        label,
+        predictions: Predictions {
+            clean: top(&clean_logits),
+            adversarial: top(&adversarial_logits),
+            defended: top(&defended_logits),
+        },
+        clean_logits,
+        adversarial_logits,
+        defended_logits,
+        adversarial: values(outcome.adversarial, "adversarial image")?,
+    })
+}
+
+/// Writes the report as JSON to `path` (atomically) or prints it.
+pub fn emit(report: &AttackReport, path: Option<&Path>) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match path {
+        Some(p) => write_atomic(p, json.as_bytes()),
+        None => {
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_take_classes_in_turn() {
+        let labels = [2, 0, 0, 1, 2, 1, 0];
+        assert_eq!(balanced_indices(&labels, 3, 4), vec![1, 3, 0, 2]);
+        // Fewer images than asked: all of them, still in turns.
+        assert_eq!(balanced_indices(&labels, 3, 10), vec![1, 3, 0, 2, 5, 4, 6]);
+    }
+}
