@@ -43,7 +43,11 @@ pub fn export_web(cfg: &RunConfig, artifact: &Path, count: usize, out: &Path) ->
         bail!("--samples must be at least 1");
     }
     let source = read_artifact(artifact)?;
-    let (_, test) = crate::data::load(cfg.data.dataset, cfg.data.dir.as_deref(), cfg.data.image_size)?;
+    let (_, test) = crate::data::load(
+        cfg.data.dataset,
+        cfg.data.dir.as_deref(),
+        cfg.data.image_size,
+    )?;
     let indices = balanced_indices(&test.labels, test.class_names.len(), count);
     let subset = test.subset(&indices);
     let [c, h, w] = subset.shape;
@@ -104,8 +108,12 @@ fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 
 /// `atop attack`: replays a demo permalink on `artifact_path`.
 pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
-    let link = Permalink::from_query(link.rsplit_once('?').map_or(link, |(_, q)| q))
-        .context("--link")?;
+    // The page's links carry the settings in the fragment (`...#v=1&...`).
+    let query = link
+        .rsplit_once('#')
+        .or_else(|| link.rsplit_once('?'))
+        .map_or(link, |(_, q)| q);
+    let link = Permalink::from_query(query).context("--link")?;
     let name = artifact_path.display().to_string();
     let artifact = read_artifact(artifact_path)?;
     if artifact.manifest.payload_sha256 != link.artifact_sha256 {

@@ -72,3 +72,40 @@ fn inspect_names_a_missing_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn attack_replays_a_demo_link_and_refuses_bad_ones() {
+    let artifact = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web-demo/assets/fmnist-demo.safetensors"
+    );
+    let bytes = std::fs::read(artifact).unwrap();
+    let sha = Artifact::from_bytes(&bytes, artifact)
+        .unwrap()
+        .manifest
+        .payload_sha256;
+    let link = format!(
+        "v=1&artifact={sha}&image=sample:0&attack=fgsm&norm=linf&eps=0.1&steps=1&eot=1&transform=rt1&mode=classifier-only&seed=3"
+    );
+    let (ok, stdout, stderr) = atop(&["attack", "--artifact", artifact, "--link", &link]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["clean_logits"].as_array().unwrap().len(), 10);
+    assert_eq!(report["adversarial"].as_array().unwrap().len(), 784);
+    assert_eq!(report["permalink"], link.as_str());
+    // A whole URL works too, and replays bit for bit.
+    let url = format!("http://127.0.0.1:8080/#{link}");
+    let (ok, again, _) = atop(&["attack", "--artifact", artifact, "--link", &url]);
+    assert!(ok);
+    assert_eq!(again, stdout);
+
+    let other = link.replace(&sha, &"0".repeat(64));
+    let (ok, _, stderr) = atop(&["attack", "--artifact", artifact, "--link", &other]);
+    assert!(
+        !ok && stderr.contains("--link names artifact 0000"),
+        "{stderr}"
+    );
+    let bad = link.replace("eps=0.1", "eps=-2");
+    let (ok, _, stderr) = atop(&["attack", "--artifact", artifact, "--link", &bad]);
+    assert!(!ok && stderr.contains("`eps`"), "{stderr}");
+}

@@ -207,10 +207,7 @@ impl ApgdRun {
         let n = dims[0];
         let device = x.device();
         let step_t = Tensor::<1>::from_data(
-            burn::tensor::TensorData::new(
-                self.step_size.iter().map(|&s| s as f32).collect(),
-                [n],
-            ),
+            burn::tensor::TensorData::new(self.step_size.iter().map(|&s| s as f32).collect(), [n]),
             &device,
         )
         .reshape([n, 1, 1, 1]);
@@ -242,7 +239,10 @@ impl ApgdRun {
         self.grad = ev.grad;
 
         let wrong_mask = sample_mask(&ev.wrong, dims, &device);
-        self.x_found = self.x_found.clone().mask_where(wrong_mask, self.x_adv.clone());
+        self.x_found = self
+            .x_found
+            .clone()
+            .mask_where(wrong_mask, self.x_adv.clone());
         for (f, w) in self.found.iter_mut().zip(&ev.wrong) {
             *f |= *w;
         }
@@ -253,7 +253,10 @@ impl ApgdRun {
             .map(|(l, b)| l > b)
             .collect();
         let mask = sample_mask(&improved, dims, &device);
-        self.x_best = self.x_best.clone().mask_where(mask.clone(), self.x_adv.clone());
+        self.x_best = self
+            .x_best
+            .clone()
+            .mask_where(mask.clone(), self.x_adv.clone());
         self.grad_best = self.grad_best.clone().mask_where(mask, self.grad.clone());
         for s in 0..n {
             if ev.loss[s] > self.last_loss[s] {
@@ -282,7 +285,10 @@ impl ApgdRun {
                 }
             }
             let mask = sample_mask(&halve, dims, &device);
-            self.x_adv = self.x_adv.clone().mask_where(mask.clone(), self.x_best.clone());
+            self.x_adv = self
+                .x_adv
+                .clone()
+                .mask_where(mask.clone(), self.x_best.clone());
             self.grad = self.grad.clone().mask_where(mask, self.grad_best.clone());
             self.reduced_last = halve;
             self.loss_best_at_check.clone_from(&self.loss_best);
@@ -297,6 +303,11 @@ impl ApgdRun {
                 .unwrap_or(usize::MAX);
         }
         Ok(())
+    }
+
+    /// The current iterate.
+    pub fn current(&self) -> Tensor<4> {
+        self.x_adv.clone()
     }
 
     /// Per sample the last iterate that was misclassified, else the

@@ -250,7 +250,11 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
     Ok(Evaluation {
         grad: ev.grad,
         loss: to_f32(ev.loss),
-        wrong: ev.wrong.into_data().try_to_vec::<bool>().unwrap_or_default(),
+        wrong: ev
+            .wrong
+            .into_data()
+            .try_to_vec::<bool>()
+            .unwrap_or_default(),
     })
 }
 

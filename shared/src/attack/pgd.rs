@@ -4,8 +4,8 @@ use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate_on_device, int_tensor, normal_like,
-    per_sample_norm, project,
+    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate_on_device, int_tensor,
+    normal_like, per_sample_norm, project,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -146,7 +146,12 @@ impl PgdRun {
             rng,
         )?;
         let step = ascent_direction(eval.grad, self.cfg.norm).mul_scalar(self.cfg.alpha());
-        self.x_adv = project(self.x_adv.clone() + step, &self.x, self.cfg.norm, self.cfg.eps);
+        self.x_adv = project(
+            self.x_adv.clone() + step,
+            &self.x,
+            self.cfg.norm,
+            self.cfg.eps,
+        );
         self.done += 1;
         Ok(())
     }

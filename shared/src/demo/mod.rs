@@ -55,8 +55,14 @@ impl DemoModels {
             )
         };
         let manifest = &artifact.manifest;
-        let classifier_config = manifest.classifier.as_ref().ok_or_else(|| missing("classifier"))?;
-        manifest.purifier.as_ref().ok_or_else(|| missing("purifier"))?;
+        let classifier_config = manifest
+            .classifier
+            .as_ref()
+            .ok_or_else(|| missing("classifier"))?;
+        manifest
+            .purifier
+            .as_ref()
+            .ok_or_else(|| missing("purifier"))?;
         let transform = manifest
             .transform
             .clone()
@@ -246,7 +252,12 @@ impl DemoAttackRun {
         let norm = norm(link)?;
         let labels = [label];
         let pgd = |cfg: PgdConfig, rng: &mut AtopRng| -> Result<Stepper> {
-            Ok(Stepper::Pgd(PgdRun::start(image.clone(), &labels, &cfg, rng)?))
+            Ok(Stepper::Pgd(PgdRun::start(
+                image.clone(),
+                &labels,
+                &cfg,
+                rng,
+            )?))
         };
         let stepper = match link.attack {
             DemoAttack::Fgsm => pgd(
@@ -337,6 +348,15 @@ impl DemoAttackRun {
         self.steps_done() >= self.total
     }
 
+    /// The current iterate (for progress displays; [`Self::finish`] gives
+    /// the attack's answer).
+    pub fn current(&self) -> Tensor<4> {
+        match &self.stepper {
+            Stepper::Pgd(run) => run.adversarial(),
+            Stepper::Apgd(run) => run.current(),
+        }
+    }
+
     /// Whether a step reads back from the device (true for APGD).
     pub fn needs_blocking_reads(&self) -> bool {
         matches!(self.stepper, Stepper::Apgd(_))
@@ -365,6 +385,8 @@ pub struct DemoOutcome {
     /// The transformed (noised, masked) adversarial image the purifier saw;
     /// for RT3, the first pass.
     pub transformed: Tensor<4>,
+    /// That pass's mask `[1, 1, h, w]`, 1 = hole.
+    pub mask: Tensor<4>,
     pub purified: Tensor<4>,
 }
 
@@ -381,17 +403,18 @@ pub fn outcome(
     let adversarial = adversarial.detach();
     let adversarial_logits = defense.classify(adversarial.clone())?.detach();
     let out = defense.forward(adversarial.clone(), &mut score_rng)?;
-    let transformed = out
+    let first = out
         .transformed
         .first()
-        .map(|t| t.image.clone().detach())
         .ok_or_else(|| AtopError::config("transform", "the draw has no purifier pass"))?;
+    let (transformed, mask) = (first.image.clone().detach(), first.mask.clone().detach());
     Ok(DemoOutcome {
         clean_logits,
         adversarial_logits,
         defended_logits: out.logits.detach(),
         adversarial,
         transformed,
+        mask,
         purified: out.purified.detach(),
     })
 }

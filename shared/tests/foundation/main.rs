@@ -5,6 +5,7 @@ mod attacks;
 mod autoattack;
 mod common;
 mod defense;
+mod demo;
 mod models;
 mod parity;
 mod transform;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Makes the browser demo's bundled artifact: the quickstart's Fashion-MNIST
+# classifier + AToP purifier (trained here if runs/quickstart has none, about
+# 15 minutes on 2 cores) plus 40 test images, 4 per class.
+#
+#   scripts/make-demo-artifact.sh [QUICKSTART_DIR]
+#
+# Writes web-demo/assets/fmnist-demo.safetensors (committed) and prints its
+# payload SHA-256, the hash permalinks name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=${1:-runs/quickstart}
+if [ ! -f "$run/fmnist-atop.safetensors" ]; then
+  scripts/quickstart.sh "$run"
+fi
+cargo run -p atop-trainer --quiet -- export-web --config configs/fmnist.toml \
+  --artifact "$run/fmnist-atop.safetensors" --samples 40 \
+  --out web-demo/assets/fmnist-demo.safetensors

@@ -1,0 +1,129 @@
+//! The demo's experiment (shared by the browser and `atop attack`) on the
+//! committed demo artifact.
+
+use atop::artifact::Artifact;
+use atop::demo::{self, DemoAttack, DemoAttackRun, DemoMode, DemoModels, ImageRef, Permalink};
+
+use crate::common::{device, max_abs_diff, values, values2};
+
+fn models() -> (Artifact, DemoModels) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web-demo/assets/fmnist-demo.safetensors"
+    );
+    let bytes = std::fs::read(path).expect("the committed demo artifact");
+    let artifact = Artifact::from_bytes(&bytes, path).expect("a valid artifact");
+    let models = DemoModels::load(&artifact, &device(), path).expect("demo models");
+    (artifact, models)
+}
+
+fn link(sha: &str, attack: DemoAttack, mode: DemoMode) -> Permalink {
+    Permalink {
+        artifact_sha256: sha.to_string(),
+        image: ImageRef::Sample(0),
+        attack,
+        norm: "linf".into(),
+        eps: 0.1,
+        steps: 4,
+        eot: 2,
+        transform: "rt2".into(),
+        mode,
+        seed: 7,
+    }
+}
+
+fn run(models: &DemoModels, link: &Permalink) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let defense = models.defense(demo::transform_kind(link).unwrap());
+    let (image, label) = models.image(&link.image).unwrap();
+    let mut attack = DemoAttackRun::start(&defense, image.clone(), label.unwrap(), link).unwrap();
+    let mut steps = 0;
+    while !attack.is_finished() {
+        attack.step(&defense).unwrap();
+        steps += 1;
+    }
+    assert_eq!(steps, attack.total_steps());
+    let out = demo::outcome(&defense, image.clone(), attack.finish(), link.seed).unwrap();
+    (
+        values(image),
+        values(out.adversarial),
+        values2(out.defended_logits),
+    )
+}
+
+#[test]
+fn the_bundled_artifact_loads_with_samples_and_class_names() {
+    let (artifact, models) = models();
+    assert_eq!(models.input, [1, 28, 28]);
+    assert_eq!(models.num_samples(), 40);
+    assert_eq!(models.class_names[0], "T-shirt/top");
+    // The committed file is intact: its payload hash is the one permalinks name.
+    assert_eq!(artifact.manifest.payload_sha256.len(), 64);
+    let err = models.image(&ImageRef::Sample(40)).unwrap_err().to_string();
+    assert!(err.contains("sample 40 does not exist"), "{err}");
+    let wrong = ImageRef::Pixels {
+        width: 2,
+        height: 2,
+        channels: 1,
+        values: vec![0; 4],
+    };
+    let err = models.image(&wrong).unwrap_err().to_string();
+    assert!(err.contains("uploaded image"), "{err}");
+}
+
+#[test]
+fn every_demo_attack_stays_in_its_ball_and_replays_from_the_seed() {
+    let (artifact, models) = models();
+    let sha = &artifact.manifest.payload_sha256;
+    for attack in [DemoAttack::Fgsm, DemoAttack::Pgd, DemoAttack::ApgdCe] {
+        for mode in [DemoMode::ClassifierOnly, DemoMode::Full] {
+            let l = link(sha, attack, mode);
+            let (clean, adv, defended) = run(&models, &l);
+            let linf = max_abs_diff(&clean, &adv);
+            assert!(linf <= 0.1 + 1e-6, "{attack:?} {mode:?}: L-inf {linf}");
+            assert!(linf > 0.01, "{attack:?} {mode:?}: the attack did not move");
+            assert!(adv.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert!(defended.iter().all(|v| v.is_finite()));
+            let (_, adv2, defended2) = run(&models, &l);
+            assert_eq!(adv, adv2, "{attack:?} {mode:?}: same seed, same image");
+            assert_eq!(defended, defended2);
+        }
+    }
+    // Another seed, another random start and transform draws.
+    let l = link(sha, DemoAttack::Pgd, DemoMode::Full);
+    let (_, a, _) = run(&models, &l);
+    let (_, b, _) = run(&models, &Permalink { seed: 8, ..l });
+    assert!(max_abs_diff(&a, &b) > 0.0);
+}
+
+#[test]
+fn an_uploaded_image_is_attacked_away_from_its_predicted_class() {
+    let (artifact, models) = models();
+    let (image, _) = models.image(&ImageRef::Sample(1)).unwrap();
+    let pixels: Vec<u8> = values(image)
+        .iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    let upload = ImageRef::Pixels {
+        width: 28,
+        height: 28,
+        channels: 1,
+        values: pixels.clone(),
+    };
+    let (tensor, label) = models.image(&upload).unwrap();
+    assert_eq!(label, None);
+    let back: Vec<u8> = values(tensor)
+        .iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    assert_eq!(back, pixels);
+    let l = Permalink {
+        image: upload,
+        ..link(
+            &artifact.manifest.payload_sha256,
+            DemoAttack::Pgd,
+            DemoMode::ClassifierOnly,
+        )
+    };
+    // The permalink carries the pixels, so the upload replays from the link alone.
+    assert_eq!(Permalink::from_query(&l.to_query()).unwrap(), l);
+}

@@ -1,0 +1,265 @@
+// End-to-end test of the browser demo in headless Chromium (playwright-core,
+// /usr/bin/chromium): the page twice, with WebGPU (SwiftShader, through
+// --enable-unsafe-webgpu) and without (the CPU fallback in wasm). On each:
+// PGD on a bundled image in both gradient modes, the bare classifier's
+// prediction flips, everything shown is finite, the permalink reproduces
+// the result in the browser and in the trainer (`atop attack`), and a
+// corrupted artifact and a non-image upload each show an error while the
+// page keeps working. Prints sizes and timings; saves screenshots.
+//
+//   node web-demo/e2e/demo.e2e.mjs --dist dist --atop target/debug/atop --out e2e-out
+//
+// Exits non-zero on the first failed check, naming it.
+
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import zlib from 'node:zlib';
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+const dist = path.resolve(arg('dist', 'dist'));
+const atop = path.resolve(arg('atop', 'target/debug/atop'));
+const outDir = path.resolve(arg('out', 'e2e-out'));
+const chromiumPath = arg('chromium', '/usr/bin/chromium');
+const only = arg('only', ''); // "webgpu" or "cpu" to run one backend
+fs.mkdirSync(outDir, { recursive: true });
+
+// The bundled image and settings: sample 0 (a correctly classified test
+// image) under PGD L-inf 0.1, 10 steps; EOT 2 when attacking the defense.
+const SAMPLE = 0;
+const EPS = '0.1';
+const STEPS = '10';
+
+function check(cond, what) {
+  if (!cond) {
+    throw new Error(`check failed: ${what}`);
+  }
+  console.log(`ok: ${what}`);
+}
+
+// --- a static server for dist/ plus a corrupted copy of the artifact ------
+const artifactPath = path.join(dist, 'assets', 'fmnist-demo.safetensors');
+const artifactBytes = fs.readFileSync(artifactPath);
+// Flip one byte near the end (inside the weights): the payload hash no longer matches.
+const corrupt = Buffer.from(artifactBytes);
+corrupt[corrupt.length - 100] ^= 0xff;
+const types = {
+  '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm',
+  '.css': 'text/css', '.safetensors': 'application/octet-stream',
+};
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://localhost');
+  if (url.pathname === '/corrupt.safetensors') {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.end(corrupt);
+    return;
+  }
+  const file = path.join(dist, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
+  if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    res.writeHead(404);
+    res.end('not found');
+    return;
+  }
+  res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+// --- sizes -------------------------------------------------------------------
+const files = fs.readdirSync(dist).map((f) => path.join(dist, f)).filter((f) => fs.statSync(f).isFile());
+files.push(artifactPath);
+const gz = (f) => zlib.gzipSync(fs.readFileSync(f), { level: 9 }).length;
+const wasmFile = files.find((f) => f.endsWith('.wasm'));
+const sizes = {
+  wasm_mb: fs.statSync(wasmFile).size / 1e6,
+  wasm_gzip_mb: gz(wasmFile) / 1e6,
+  artifact_mb: artifactBytes.length / 1e6,
+  artifact_gzip_mb: gz(artifactPath) / 1e6,
+  page_gzip_mb: files.reduce((s, f) => s + gz(f), 0) / 1e6,
+};
+console.log(`sizes: ${JSON.stringify(sizes)}`);
+
+// --- the browser ---------------------------------------------------------------
+const commonFlags = [
+  '--headless', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-gpu',
+];
+const backends = [
+  { name: 'webgpu', flags: ['--enable-unsafe-webgpu'] },
+  { name: 'cpu', flags: [] },
+].filter((b) => !only || b.name === only);
+
+async function attr(page, selector, name) {
+  return page.$eval(selector, (el, n) => el.getAttribute(n), name);
+}
+
+async function waitReady(page) {
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
+}
+
+async function runAttack(page, settings) {
+  for (const [id, value] of Object.entries(settings)) {
+    if (['image', 'attack', 'mode', 'norm', 'transform'].includes(id)) {
+      await page.selectOption(`#${id}`, value);
+    } else {
+      await page.fill(`#${id}`, value);
+    }
+  }
+  await page.$eval('#pred-adv', (el) => el.removeAttribute('data-logits'));
+  await page.click('#run-attack');
+  return waitResult(page);
+}
+
+async function waitResult(page) {
+  await page.waitForFunction(
+    () => document.querySelector('#pred-adv')?.hasAttribute('data-logits') &&
+      document.querySelector('#progress-text')?.dataset.state === 'idle',
+    null, { timeout: 600_000, polling: 250 });
+  const read = async (id) => ({
+    cls: Number(await attr(page, id, 'data-class')),
+    logits: JSON.parse(await attr(page, id, 'data-logits')),
+    probs: JSON.parse(await attr(page, id, 'data-probs')),
+  });
+  return {
+    clean: await read('#pred-clean'),
+    adv: await read('#pred-adv'),
+    defended: await read('#pred-defended'),
+    finite: await attr(page, '#results', 'data-finite'),
+    permalink: await attr(page, '#results', 'data-permalink'),
+    stepMs: Number(await attr(page, '#timings', 'data-attack-step-ms')),
+    error: await page.$eval('#error', (el) => (el.hidden ? '' : el.textContent)),
+  };
+}
+
+function maxDiff(a, b) {
+  if (a.length !== b.length) return Infinity;
+  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+}
+
+const figures = [];
+let failed = false;
+for (const backend of backends) {
+  const userDir = fs.mkdtempSync(path.join(outDir, `profile-${backend.name}-`));
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [...commonFlags, ...backend.flags, `--user-data-dir=${userDir}`],
+  });
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  page.on('console', (m) => { if (m.type() === 'error') console.log(`[${backend.name} console] ${m.text()}`); });
+  page.on('pageerror', (e) => console.log(`[${backend.name} page error] ${e.message}`));
+  try {
+    console.log(`== ${backend.name}`);
+    const start = Date.now();
+    await page.goto(base);
+    await waitReady(page);
+    const loadMs = Date.now() - start;
+    check(await attr(page, '#backend', 'data-backend') === backend.name,
+      `${backend.name}: the page runs on ${backend.name} (#backend: ${await page.textContent('#backend')})`);
+    const firstMs = Number(await attr(page, '#timings', 'data-first-prediction-ms'));
+    const defenseMs = Number(await attr(page, '#timings', 'data-purify-classify-ms'));
+    const row = { backend: backend.name, load_ms: loadMs, first_prediction_ms: firstMs, purify_classify_ms: defenseMs };
+
+    for (const mode of ['classifier-only', 'full']) {
+      const settings = {
+        image: `sample:${SAMPLE}`, attack: 'pgd', mode, norm: 'linf', eps: EPS, steps: STEPS,
+        eot: mode === 'full' ? '2' : '1', transform: 'rt2', seed: '7',
+      };
+      const r = await runAttack(page, settings);
+      check(r.error === '', `${backend.name}/${mode}: no error shown (${r.error})`);
+      check(r.clean.cls !== r.adv.cls,
+        `${backend.name}/${mode}: the bare classifier's prediction flips (${r.clean.cls} -> ${r.adv.cls})`);
+      check(r.finite === 'true', `${backend.name}/${mode}: all images and logits are finite`);
+      for (const p of [r.clean, r.adv, r.defended]) {
+        const sum = p.probs.reduce((s, v) => s + v, 0);
+        check(p.probs.every((v) => Number.isFinite(v) && v >= 0) && Math.abs(sum - 1) < 1e-4,
+          `${backend.name}/${mode}: probabilities are finite and sum to 1 (${sum.toFixed(6)})`);
+      }
+      row[`${mode}_step_ms`] = r.stepMs;
+
+      // The permalink, opened in a new tab, reproduces the result.
+      const again = await browser.newPage();
+      await again.goto(`${base}#${r.permalink}`);
+      await waitReady(again);
+      const r2 = await waitResult(again);
+      await again.close();
+      const d = Math.max(maxDiff(r.adv.logits, r2.adv.logits), maxDiff(r.defended.logits, r2.defended.logits));
+      check(d <= 1e-6, `${backend.name}/${mode}: the permalink reproduces the logits in the browser (max diff ${d.toExponential(2)})`);
+
+      // The trainer replays the same link natively.
+      const native = JSON.parse(execFileSync(atop, ['attack', '--artifact', artifactPath, '--link', r.permalink],
+        { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+      const dn = Math.max(maxDiff(r.clean.logits, native.clean_logits),
+        maxDiff(r.adv.logits, native.adversarial_logits), maxDiff(r.defended.logits, native.defended_logits));
+      row[`${mode}_native_max_diff`] = dn;
+      // On the CPU backend the same code gives the same logits; WebGPU
+      // (SwiftShader) sums in another order, so it is held to the classes.
+      if (backend.name === 'cpu') {
+        check(dn <= 1e-4, `cpu/${mode}: atop attack gives the browser's logits (max diff ${dn.toExponential(2)})`);
+      } else {
+        const argmax = (v) => v.indexOf(Math.max(...v));
+        check(argmax(native.adversarial_logits) === r.adv.cls,
+          `webgpu/${mode}: atop attack agrees on the adversarial class (logit max diff ${dn.toExponential(2)})`);
+      }
+      await page.screenshot({ path: path.join(outDir, `demo-${backend.name}-${mode}.png`), fullPage: true });
+    }
+
+    // A corrupted artifact picked by the user: refused, the page still works.
+    await page.setInputFiles('#artifact-file', { name: 'corrupt.safetensors', mimeType: 'application/octet-stream', buffer: corrupt });
+    await page.waitForSelector('#error:not([hidden])', { timeout: 60_000 });
+    const corruptText = await page.textContent('#error');
+    check(/Refused/.test(corruptText) && /hash|sha/i.test(corruptText),
+      `${backend.name}: a corrupted artifact is refused with a visible message ("${corruptText.slice(0, 120)}")`);
+    // A file that is not an image, uploaded as one.
+    await page.setInputFiles('#upload', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are not pixels') });
+    await page.waitForFunction(() => /not an image/.test(document.querySelector('#error').textContent), null, { timeout: 60_000 });
+    check(true, `${backend.name}: a non-image upload shows an error`);
+    const r = await runAttack(page, { image: `sample:${SAMPLE}`, attack: 'fgsm', mode: 'classifier-only', eot: '1' });
+    check(r.error === '' && r.finite === 'true', `${backend.name}: the page still attacks after both errors`);
+    figures.push(row);
+  } catch (e) {
+    failed = true;
+    console.log(`FAILED (${backend.name}): ${e.message}`);
+    await page.screenshot({ path: path.join(outDir, `failure-${backend.name}.png`), fullPage: true }).catch(() => {});
+  } finally {
+    await browser.close();
+    fs.rmSync(userDir, { recursive: true, force: true });
+  }
+}
+
+// A corrupted artifact named in the URL: the page shows why it cannot start.
+if (!only || only === 'cpu') {
+  const userDir = fs.mkdtempSync(path.join(outDir, 'profile-url-'));
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: [...commonFlags, `--user-data-dir=${userDir}`] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${base}?model=corrupt.safetensors`);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 300_000 });
+    const text = await page.textContent('#error');
+    check(/Refused/.test(text), `?model=corrupt.safetensors is refused with a visible message ("${text.slice(0, 100)}")`);
+  } catch (e) {
+    failed = true;
+    console.log(`FAILED (corrupt URL): ${e.message}`);
+  } finally {
+    await browser.close();
+    fs.rmSync(userDir, { recursive: true, force: true });
+  }
+}
+server.close();
+
+console.log('== figures (ms; sizes in MB)');
+console.log(JSON.stringify({ sizes, backends: figures }, null, 2));
+fs.writeFileSync(path.join(outDir, 'figures.json'), JSON.stringify({ sizes, backends: figures }, null, 2));
+for (const f of fs.readdirSync(outDir).filter((f) => f.endsWith('.png'))) {
+  console.log(`screenshot: ${path.join(outDir, f)}`);
+}
+if (failed) {
+  console.log('e2e: FAILED');
+  process.exit(1);
+}
+console.log('e2e: passed');
