@@ -149,18 +149,54 @@ impl ModuleMapper for Importer<'_> {
             ));
             return param;
         }
-        self.used.push(name);
         let device = param.lazy_device();
-        let tensor = Tensor::<D>::from_data(data.clone().convert::<f32>(), &device);
-        let tensor = match layout {
-            Layout::Same => tensor,
-            // Re-materialise so the parameter is contiguous, as a freshly
-            // initialised one is (a strided view takes another matmul path).
-            Layout::Transposed => Tensor::from_data(tensor.transpose().into_data(), &device),
+        let data = data.clone().convert::<f32>();
+        // Transposed on the host: the parameter is then contiguous, as a
+        // freshly initialised one is (a strided view takes another matmul
+        // path), and loading never reads back from the device (WebGPU in a
+        // browser cannot).
+        let data = match layout {
+            Layout::Same => data,
+            Layout::Transposed => match swap_last_two_dims(&data) {
+                Some(t) => t,
+                None => {
+                    self.errors
+                        .push(format!("tensor `{name}` cannot be transposed"));
+                    return param;
+                }
+            },
         };
+        self.used.push(name);
+        let tensor = Tensor::<D>::from_data(data, &device);
         let id: ParamId = param.id;
         param.transform_for_load(tensor, id)
     }
+}
+
+/// `data` with its last two dimensions swapped (f32), or `None` when it has
+/// fewer than two dimensions or is not f32.
+fn swap_last_two_dims(data: &TensorData) -> Option<TensorData> {
+    let shape = data.shape().as_slice().to_vec();
+    let d = shape.len();
+    if d < 2 {
+        return None;
+    }
+    let (rows, cols) = (shape[d - 2], shape[d - 1]);
+    let values = data.as_slice::<f32>().ok()?;
+    let mut out = vec![0f32; values.len()];
+    for (block_in, block_out) in values
+        .chunks_exact(rows * cols)
+        .zip(out.chunks_exact_mut(rows * cols))
+    {
+        for r in 0..rows {
+            for c in 0..cols {
+                block_out[c * rows + r] = block_in[r * cols + c];
+            }
+        }
+    }
+    let mut swapped = shape;
+    swapped.swap(d - 2, d - 1);
+    Some(TensorData::new(out, swapped))
 }
 
 /// Loads every float parameter of `module` from `tensors` (PyTorch names).

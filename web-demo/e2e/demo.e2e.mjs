@@ -87,7 +87,7 @@ console.log(`sizes: ${JSON.stringify(sizes)}`);
 
 // --- the browser ---------------------------------------------------------------
 const commonFlags = [
-  '--headless', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+  '--no-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-gpu',
 ];
 const backends = [
@@ -95,12 +95,29 @@ const backends = [
   { name: 'cpu', flags: [] },
 ].filter((b) => !only || b.name === only);
 
+// A fresh profile directory per launch (playwright passes it as --user-data-dir).
+function launch(userDir, flags) {
+  return chromium.launchPersistentContext(userDir, {
+    executablePath: chromiumPath,
+    headless: true,
+    args: [...commonFlags, ...flags],
+    viewport: { width: 1200, height: 900 },
+  });
+}
+
 async function attr(page, selector, name) {
   return page.$eval(selector, (el, n) => el.getAttribute(n), name);
 }
 
+// Ready, or failed with a visible error (reported at once, not after a timeout).
 async function waitReady(page) {
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 300_000 });
+  await page.waitForFunction(
+    () => document.body.dataset.ready === 'true' || !document.querySelector('#error').hidden,
+    null, { timeout: 300_000, polling: 250 });
+  const error = await page.$eval('#error', (el) => (el.hidden ? '' : el.textContent));
+  if (await attr(page, 'body', 'data-ready') !== 'true') {
+    throw new Error(`the page did not get ready: ${error}`);
+  }
 }
 
 async function runAttack(page, settings) {
@@ -112,15 +129,21 @@ async function runAttack(page, settings) {
     }
   }
   await page.$eval('#pred-adv', (el) => el.removeAttribute('data-logits'));
+  await page.$eval('#error', (el) => { el.hidden = true; });
   await page.click('#run-attack');
   return waitResult(page);
 }
 
 async function waitResult(page) {
   await page.waitForFunction(
-    () => document.querySelector('#pred-adv')?.hasAttribute('data-logits') &&
-      document.querySelector('#progress-text')?.dataset.state === 'idle',
+    () => (document.querySelector('#pred-adv')?.hasAttribute('data-logits') &&
+      document.querySelector('#progress-text')?.dataset.state === 'idle') ||
+      !document.querySelector('#error').hidden,
     null, { timeout: 600_000, polling: 250 });
+  const error = await page.$eval('#error', (el) => (el.hidden ? '' : el.textContent));
+  if (error) {
+    throw new Error(`the attack failed on the page: ${error}`);
+  }
   const read = async (id) => ({
     cls: Number(await attr(page, id, 'data-class')),
     logits: JSON.parse(await attr(page, id, 'data-logits')),
@@ -146,11 +169,8 @@ const figures = [];
 let failed = false;
 for (const backend of backends) {
   const userDir = fs.mkdtempSync(path.join(outDir, `profile-${backend.name}-`));
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [...commonFlags, ...backend.flags, `--user-data-dir=${userDir}`],
-  });
-  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const browser = await launch(userDir, backend.flags);
+  const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.log(`[${backend.name} console] ${m.text()}`); });
   page.on('pageerror', (e) => console.log(`[${backend.name} page error] ${e.message}`));
   try {
@@ -235,7 +255,7 @@ for (const backend of backends) {
 // A corrupted artifact named in the URL: the page shows why it cannot start.
 if (!only || only === 'cpu') {
   const userDir = fs.mkdtempSync(path.join(outDir, 'profile-url-'));
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: [...commonFlags, `--user-data-dir=${userDir}`] });
+  const browser = await launch(userDir, []);
   try {
     const page = await browser.newPage();
     await page.goto(`${base}?model=corrupt.safetensors`);

@@ -17,7 +17,7 @@ use web_sys::{
 };
 
 use crate::dom::{
-    by_id, clear_error, document, js_error, now_ms, select_value, set_attr, set_text, set_value,
+    by_id, clear_error, document, js_error, select_value, set_attr, set_text, set_value,
     show_error, window,
 };
 use crate::pixels::rgba_to_input;
@@ -56,7 +56,13 @@ pub type Shared = Rc<RefCell<App>>;
 
 #[wasm_bindgen(start)]
 pub fn start() {
-    console_error_panic_hook::set_once();
+    // A bug must not freeze the page silently: log it and show it.
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        show_error(&format!(
+            "Internal error, please report it (the page must be reloaded): {info}"
+        ));
+    }));
     spawn_local(async {
         if let Err(e) = boot().await {
             show_error(&e);

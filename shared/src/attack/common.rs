@@ -169,6 +169,17 @@ pub enum AttackLoss {
 
 /// Per-sample loss values [n] of `logits` for `labels` (and `targets` for
 /// the targeted loss). Differentiable through `logits`.
+/// `[n, k]` one-hot rows of `labels`, built on the device by comparison.
+/// burn's `one_hot` reads the labels back to check their range, which a
+/// browser's WebGPU cannot do; a label outside `0..k` gives a zero row here.
+pub(crate) fn one_hot(labels: &Tensor<1, Int>, k: usize) -> Tensor<2, Bool> {
+    let [n] = labels.dims();
+    let classes = Tensor::<1, Int>::arange(0..k as i64, &labels.device())
+        .reshape([1, k])
+        .expand([n, k]);
+    labels.clone().reshape([n, 1]).expand([n, k]).equal(classes)
+}
+
 pub fn per_sample_loss(
     loss: AttackLoss,
     logits: Tensor<2>,
@@ -176,14 +187,14 @@ pub fn per_sample_loss(
     targets: Option<&Tensor<1, Int>>,
 ) -> Result<Tensor<1>> {
     let [n, k] = logits.dims();
-    let one_hot = labels.clone().one_hot::<2>(k);
-    let true_logit = (logits.clone() * one_hot.clone().float())
+    let is_label = one_hot(labels, k);
+    let true_logit = (logits.clone() * is_label.clone().float())
         .sum_dim(1)
         .reshape([n]);
     let max_other = || {
         logits
             .clone()
-            .mask_fill(one_hot.clone().bool(), f32::NEG_INFINITY)
+            .mask_fill(is_label.clone(), f32::NEG_INFINITY)
             .max_dim(1)
             .reshape([n])
     };
@@ -200,7 +211,7 @@ pub fn per_sample_loss(
         Ok(logits.clone().gather(1, order.narrow(1, 0, count)))
     };
     Ok(match loss {
-        AttackLoss::CrossEntropy => (log_softmax(logits.clone(), 1) * one_hot.float())
+        AttackLoss::CrossEntropy => (log_softmax(logits.clone(), 1) * is_label.float())
             .sum_dim(1)
             .reshape([n])
             .neg(),
@@ -214,7 +225,7 @@ pub fn per_sample_loss(
             let targets = targets.ok_or_else(|| {
                 AtopError::config("attack.loss", "the targeted DLR loss needs target labels")
             })?;
-            let target_logit = (logits.clone() * targets.clone().one_hot::<2>(k).float())
+            let target_logit = (logits.clone() * one_hot(targets, k).float())
                 .sum_dim(1)
                 .reshape([n]);
             let top = sorted(4)?;

@@ -10,7 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Norm, check_eps, check_labels, host_values, input_gradient, int_tensor, select_rows,
+    Norm, check_eps, check_labels, host_values, input_gradient, int_tensor, one_hot, select_rows,
     targets_by_rank, to_i64, wrong_once,
 };
 use super::target::AttackTarget;
@@ -176,7 +176,7 @@ fn fab_run<T: AttackTarget + ?Sized>(
         let logits = target.logits(xt.clone(), rng)?;
         let [_, k] = logits.dims();
         let pick = |labels: &Tensor<1, Int>| {
-            (logits.clone() * labels.clone().one_hot::<2>(k).float())
+            (logits.clone() * one_hot(labels, k).float())
                 .sum_dim(1)
                 .reshape([n])
         };
