@@ -28,6 +28,9 @@ const outDir = path.resolve(arg('out', 'e2e-out'));
 const chromiumPath = arg('chromium', '/usr/bin/chromium');
 const only = arg('only', ''); // "webgpu" or "cpu" to run one backend
 fs.mkdirSync(outDir, { recursive: true });
+for (const f of fs.readdirSync(outDir).filter((f) => f.endsWith('.png'))) {
+  fs.rmSync(path.join(outDir, f)); // screenshots of an earlier run
+}
 
 // The bundled image and settings: sample 0 (a correctly classified test
 // image) under PGD L-inf 0.1, 10 steps; EOT 2 when attacking the defense.
@@ -217,15 +220,13 @@ for (const backend of backends) {
       const dn = Math.max(maxDiff(r.clean.logits, native.clean_logits),
         maxDiff(r.adv.logits, native.adversarial_logits), maxDiff(r.defended.logits, native.defended_logits));
       row[`${mode}_native_max_diff`] = dn;
-      // On the CPU backend the same code gives the same logits; WebGPU
-      // (SwiftShader) sums in another order, so it is held to the classes.
-      if (backend.name === 'cpu') {
-        check(dn <= 1e-4, `cpu/${mode}: atop attack gives the browser's logits (max diff ${dn.toExponential(2)})`);
-      } else {
-        const argmax = (v) => v.indexOf(Math.max(...v));
-        check(argmax(native.adversarial_logits) === r.adv.cls,
-          `webgpu/${mode}: atop attack agrees on the adversarial class (logit max diff ${dn.toExponential(2)})`);
-      }
+      // On the CPU backend the same code gives the same logits (the issue's
+      // 1e-4); WebGPU sums in another order, so it gets a looser bound and
+      // must agree on the adversarial class.
+      const argmax = (v) => v.indexOf(Math.max(...v));
+      const bound = backend.name === 'cpu' ? 1e-4 : 1e-3;
+      check(dn <= bound && argmax(native.adversarial_logits) === r.adv.cls,
+        `${backend.name}/${mode}: atop attack gives the browser's logits (max diff ${dn.toExponential(2)} <= ${bound})`);
       await page.screenshot({ path: path.join(outDir, `demo-${backend.name}-${mode}.png`), fullPage: true });
     }
 
