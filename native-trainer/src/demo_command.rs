@@ -38,7 +38,13 @@ pub fn balanced_indices(labels: &[i64], classes: usize, count: usize) -> Vec<usi
 }
 
 /// `atop export-web`: the artifact plus `count` test images of the config's dataset.
-pub fn export_web(cfg: &RunConfig, artifact: &Path, count: usize, out: &Path) -> Result<()> {
+pub fn export_web(
+    cfg: &RunConfig,
+    artifact: &Path,
+    count: usize,
+    half: bool,
+    out: &Path,
+) -> Result<()> {
     if count == 0 {
         bail!("--samples must be at least 1");
     }
@@ -66,11 +72,15 @@ pub fn export_web(cfg: &RunConfig, artifact: &Path, count: usize, out: &Path) ->
         images: TensorData::new(subset.images.clone(), [subset.len(), c, h, w]),
         labels: subset.labels.clone(),
     };
-    let bundled = source.with_samples(&samples)?;
+    let mut bundled = source.with_samples(&samples)?;
+    if half {
+        bundled = bundled.to_half();
+    }
     write_artifact(out, &bundled)?;
     println!(
-        "{}: {} {} test images (indices {:?}), payload sha256 {}",
+        "{}: {} weights, {} {} test images (indices {:?}), payload sha256 {}",
         out.display(),
+        if half { "f16" } else { "f32" },
         subset.len(),
         subset.name,
         indices,

@@ -160,6 +160,10 @@ enum Command {
         /// Number of test images, classes taken in turn.
         #[arg(long, default_value_t = 40)]
         samples: usize,
+        /// Store the weights as f16 (half the download; a new artifact with
+        /// its own hash, computing with the rounded weights).
+        #[arg(long)]
+        half: bool,
         /// Output artifact.
         #[arg(long)]
         out: PathBuf,
@@ -198,9 +202,10 @@ fn main() -> ExitCode {
             overrides,
             artifact,
             samples,
+            half,
             out,
         } => RunConfig::load(&config, &overrides)
-            .and_then(|cfg| demo_command::export_web(&cfg, &artifact, samples, &out)),
+            .and_then(|cfg| demo_command::export_web(&cfg, &artifact, samples, half, &out)),
         Command::TrainClassifier(run) => with_run(&run, |cfg, dev| {
             let data = pipeline::load_data(cfg)?;
             pipeline::train_classifier(cfg, &data, dev, &run.out, run.resume)?;

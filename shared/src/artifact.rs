@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::{Device, TensorData};
+use half::f16;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -111,20 +112,35 @@ impl Default for Manifest {
 /// A tensor as stored in the file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoredTensor {
-    F32 { shape: Vec<usize>, values: Vec<f32> },
-    I64 { shape: Vec<usize>, values: Vec<i64> },
+    F32 {
+        shape: Vec<usize>,
+        values: Vec<f32>,
+    },
+    /// Half precision, for artifacts shipped to the browser (half the bytes;
+    /// loaded as f32).
+    F16 {
+        shape: Vec<usize>,
+        values: Vec<f16>,
+    },
+    I64 {
+        shape: Vec<usize>,
+        values: Vec<i64>,
+    },
 }
 
 impl StoredTensor {
     pub fn shape(&self) -> &[usize] {
         match self {
-            StoredTensor::F32 { shape, .. } | StoredTensor::I64 { shape, .. } => shape,
+            StoredTensor::F32 { shape, .. }
+            | StoredTensor::F16 { shape, .. }
+            | StoredTensor::I64 { shape, .. } => shape,
         }
     }
 
     fn dtype(&self) -> Dtype {
         match self {
             StoredTensor::F32 { .. } => Dtype::F32,
+            StoredTensor::F16 { .. } => Dtype::F16,
             StoredTensor::I64 { .. } => Dtype::I64,
         }
     }
@@ -133,6 +149,9 @@ impl StoredTensor {
     fn bytes(&self) -> Vec<u8> {
         match self {
             StoredTensor::F32 { values, .. } => {
+                values.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            StoredTensor::F16 { values, .. } => {
                 values.iter().flat_map(|v| v.to_le_bytes()).collect()
             }
             StoredTensor::I64 { values, .. } => {
@@ -155,6 +174,10 @@ impl StoredTensor {
             StoredTensor::F32 { shape, values } => {
                 Ok(TensorData::new(values.clone(), shape.clone()))
             }
+            StoredTensor::F16 { shape, values } => Ok(TensorData::new(
+                values.iter().map(|v| v.to_f32()).collect::<Vec<f32>>(),
+                shape.clone(),
+            )),
             StoredTensor::I64 { .. } => {
                 Err(AtopError::tensor(name, "is i64 where weights must be f32"))
             }
@@ -346,6 +369,13 @@ impl Artifact {
                         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                         .collect(),
                 },
+                Dtype::F16 => StoredTensor::F16 {
+                    shape,
+                    values: data
+                        .chunks_exact(2)
+                        .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                        .collect(),
+                },
                 Dtype::I64 => StoredTensor::I64 {
                     shape,
                     values: data
@@ -355,7 +385,7 @@ impl Artifact {
                 },
                 other => {
                     return Err(err(format!(
-                        "tensor `{name}` has dtype {other:?}; only F32 and I64 are used"
+                        "tensor `{name}` has dtype {other:?}; only F32, F16 and I64 are used"
                     )));
                 }
             };
@@ -426,6 +456,26 @@ impl Artifact {
         self.tensors.extend(bundled.tensors);
         self.manifest.payload_sha256 = payload_sha256(&self.tensors);
         Ok(self)
+    }
+
+    /// The same artifact with its weights stored as f16 (about half the
+    /// bytes, for the browser; sample images stay exact f32). The models
+    /// then compute with the rounded weights, so this is a new artifact with
+    /// its own payload hash; its metrics were measured with f32 weights.
+    pub fn to_half(mut self) -> Self {
+        for (name, tensor) in self.tensors.iter_mut() {
+            if name.starts_with("samples.") {
+                continue;
+            }
+            if let StoredTensor::F32 { shape, values } = tensor {
+                *tensor = StoredTensor::F16 {
+                    shape: std::mem::take(shape),
+                    values: values.iter().map(|&v| f16::from_f32(v)).collect(),
+                };
+            }
+        }
+        self.manifest.payload_sha256 = payload_sha256(&self.tensors);
+        self
     }
 
     /// The bundled sample images, if any.

@@ -78,6 +78,8 @@ const base = `http://127.0.0.1:${server.address().port}/`;
 const files = fs.readdirSync(dist).map((f) => path.join(dist, f)).filter((f) => fs.statSync(f).isFile());
 files.push(artifactPath);
 const gz = (f) => zlib.gzipSync(fs.readFileSync(f), { level: 9 }).length;
+const br = (f) => zlib.brotliCompressSync(fs.readFileSync(f),
+  { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 11 } }).length;
 const wasmFile = files.find((f) => f.endsWith('.wasm'));
 const sizes = {
   wasm_mb: fs.statSync(wasmFile).size / 1e6,
@@ -85,6 +87,7 @@ const sizes = {
   artifact_mb: artifactBytes.length / 1e6,
   artifact_gzip_mb: gz(artifactPath) / 1e6,
   page_gzip_mb: files.reduce((s, f) => s + gz(f), 0) / 1e6,
+  page_brotli_mb: files.reduce((s, f) => s + br(f), 0) / 1e6,
 };
 console.log(`sizes: ${JSON.stringify(sizes)}`);
 

@@ -80,6 +80,37 @@ fn round_trip_gives_identical_tensors_manifest_and_outputs() {
 }
 
 #[test]
+fn half_precision_weights_round_trip_and_keep_the_samples_exact() {
+    let d = device();
+    let (artifact, classifier, _) = example();
+    let half = artifact.clone().to_half();
+    assert_ne!(
+        half.manifest.payload_sha256,
+        artifact.manifest.payload_sha256
+    );
+    let bytes = half.to_bytes().unwrap();
+    assert!(bytes.len() < artifact.to_bytes().unwrap().len() * 6 / 10);
+    let loaded = Artifact::from_bytes(&bytes, "half.safetensors").unwrap();
+    assert_eq!(loaded, half);
+    assert!(matches!(
+        loaded.tensors["classifier.fc1.weight"],
+        StoredTensor::F16 { .. }
+    ));
+    // Sample images stay f32: they are the dataset's exact values.
+    assert_eq!(
+        loaded.samples("half").unwrap(),
+        artifact.samples("f32").unwrap()
+    );
+    // Weights within f16 rounding (relative 2^-11), so outputs nearly equal.
+    let x = images([2, 1, 28, 28], 1, &d);
+    let full = values2(classifier.forward(x.clone()).unwrap());
+    let rounded = values2(loaded.classifier(&d, "half").unwrap().forward(x).unwrap());
+    let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&full, &rounded);
+    assert!(diff > 0.0 && diff < 1e-2 * scale.max(1.0), "{diff}");
+}
+
+#[test]
 fn truncated_artifact_is_a_clear_error() {
     let bytes = example().0.to_bytes().unwrap();
     for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
@@ -128,7 +159,7 @@ fn raw_file(tensors: &BTreeMap<String, StoredTensor>, json: &str) -> Vec<u8> {
                 shape.clone(),
                 values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             )),
-            StoredTensor::I64 { .. } => None,
+            StoredTensor::F16 { .. } | StoredTensor::I64 { .. } => None,
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
