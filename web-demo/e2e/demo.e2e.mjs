@@ -136,7 +136,10 @@ async function runAttack(page, settings) {
   }
   await page.$eval('#pred-adv', (el) => el.removeAttribute('data-logits'));
   await page.$eval('#error', (el) => { el.hidden = true; });
-  await page.click('#run-attack');
+  // A DOM click: the attack rewrites the URL fragment (its permalink), and
+  // playwright's click would wait for that "navigation" while the page is
+  // busy compiling WebGPU kernels for the first steps.
+  await page.$eval('#run-attack', (b) => b.click());
   return waitResult(page);
 }
 

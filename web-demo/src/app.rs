@@ -354,43 +354,38 @@ fn on<E: JsCast>(id: &str, event: &str, f: impl Fn(E) + 'static) -> Result<(), S
     Ok(())
 }
 
+/// Runs `task` on each `event` of element `id`, showing its error on the page.
+fn on_async<F, Fut>(app: &Shared, id: &str, event: &str, task: F) -> Result<(), String>
+where
+    F: Fn(Shared) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let app = app.clone();
+    on::<Event>(id, event, move |_| {
+        let work = task(app.clone());
+        spawn_local(async move {
+            clear_error();
+            if let Err(e) = work.await {
+                show_error(&e);
+            }
+        });
+    })
+}
+
 fn wire_events(app: &Shared) -> Result<(), String> {
     let a = app.clone();
     on::<Event>("run-attack", "click", move |_| {
-        let a = a.clone();
-        spawn_local(run::run_attack(a));
+        spawn_local(run::run_attack(a.clone()));
     })?;
-    let a = app.clone();
-    on::<Event>("image", "change", move |_| {
-        let a = a.clone();
-        spawn_local(async move {
-            clear_error();
-            if let Err(e) = run::show_clean(&a).await {
-                show_error(&e);
-            }
-        });
+    on_async(app, "image", "change", |a| async move {
+        run::show_clean(&a).await.map(|_| ())
     })?;
-    let a = app.clone();
-    on::<Event>("upload", "change", move |_| {
-        let a = a.clone();
-        spawn_local(async move {
-            clear_error();
-            if let Err(e) = upload_image(&a).await {
-                show_error(&e);
-            }
-        });
+    on_async(app, "upload", "change", |a| async move {
+        upload_image(&a).await
     })?;
-    let a = app.clone();
-    on::<Event>("artifact-file", "change", move |_| {
-        let a = a.clone();
-        spawn_local(async move {
-            clear_error();
-            if let Err(e) = pick_artifact(&a).await {
-                show_error(&e);
-            }
-        });
-    })?;
-    Ok(())
+    on_async(app, "artifact-file", "change", |a| async move {
+        pick_artifact(&a).await
+    })
 }
 
 fn picked_file(id: &str) -> Result<Option<web_sys::File>, String> {

@@ -258,12 +258,12 @@ impl ApgdRun {
             .clone()
             .mask_where(mask.clone(), self.x_adv.clone());
         self.grad_best = self.grad_best.clone().mask_where(mask, self.grad.clone());
-        for s in 0..n {
-            if ev.loss[s] > self.last_loss[s] {
+        for (s, &loss) in ev.loss.iter().enumerate() {
+            if loss > self.last_loss[s] {
                 self.increases[s] += 1;
             }
             if improved[s] {
-                self.loss_best[s] = ev.loss[s];
+                self.loss_best[s] = loss;
             }
         }
         self.last_loss = ev.loss;
@@ -279,10 +279,8 @@ impl ApgdRun {
                     oscillating || stalled
                 })
                 .collect();
-            for s in 0..n {
-                if halve[s] {
-                    self.step_size[s] /= 2.0;
-                }
+            for (step, _) in self.step_size.iter_mut().zip(&halve).filter(|(_, h)| **h) {
+                *step /= 2.0;
             }
             let mask = sample_mask(&halve, dims, &device);
             self.x_adv = self

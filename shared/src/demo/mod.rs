@@ -156,7 +156,7 @@ impl DemoModels {
                         format!("sample {i} does not exist ({} bundled)", labels.len()),
                     ));
                 }
-                Ok((images.clone().slice([*i..*i + 1]), Some(labels[*i])))
+                Ok((images.clone().narrow(0, *i, 1), Some(labels[*i])))
             }
             ImageRef::Pixels {
                 width,
@@ -225,8 +225,9 @@ fn streams(seed: u64) -> (AtopRng, AtopRng) {
 }
 
 enum Stepper {
-    Pgd(PgdRun),
-    Apgd(ApgdRun),
+    // Boxed: the runs hold several tensors each.
+    Pgd(Box<PgdRun>),
+    Apgd(Box<ApgdRun>),
 }
 
 /// An attack in progress on one image.
@@ -252,12 +253,12 @@ impl DemoAttackRun {
         let norm = norm(link)?;
         let labels = [label];
         let pgd = |cfg: PgdConfig, rng: &mut AtopRng| -> Result<Stepper> {
-            Ok(Stepper::Pgd(PgdRun::start(
+            Ok(Stepper::Pgd(Box::new(PgdRun::start(
                 image.clone(),
                 &labels,
                 &cfg,
                 rng,
-            )?))
+            )?)))
         };
         let stepper = match link.attack {
             DemoAttack::Fgsm => pgd(
@@ -295,13 +296,13 @@ impl DemoAttackRun {
                     ..ApgdConfig::default()
                 };
                 let target = Self::target_for(defense, link.mode);
-                Stepper::Apgd(ApgdRun::start(
+                Stepper::Apgd(Box::new(ApgdRun::start(
                     target.as_ref(),
                     image.clone(),
                     &labels,
                     &cfg,
                     &mut rng,
-                )?)
+                )?))
             }
         };
         let total = match link.attack {
