@@ -53,4 +53,4 @@ if [ "${1:-}" = "--build-only" ]; then
   exit 0
 fi
 echo "serving the demo on http://127.0.0.1:$port (Ctrl-C stops)"
-exec trunk serve --offline --address 127.0.0.1 --port "$port"
+exec trunk serve --offline --address 127.0.0.1 --port "$port" --disable-address-lookup
