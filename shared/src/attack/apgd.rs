@@ -163,7 +163,7 @@ impl ApgdRun {
             }
         };
         let x_adv = start.clamp(0.0, 1.0);
-        let ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?;
+        let ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?.into_host();
         let checkpoints = cfg.checkpoints();
         Ok(Self {
             x: x.clone(),
@@ -235,7 +235,8 @@ impl ApgdRun {
             self.loss,
             cfg.eot,
             rng,
-        )?;
+        )?
+        .into_host();
         self.grad = ev.grad;
 
         let wrong_mask = sample_mask(&ev.wrong, dims, &device);
@@ -303,6 +304,18 @@ impl ApgdRun {
         Ok(())
     }
 
+    /// All remaining iterations, then [`Self::finish`].
+    fn run_to_end<T: AttackTarget + ?Sized>(
+        mut self,
+        target: &T,
+        rng: &mut AtopRng,
+    ) -> Result<(Tensor<4>, Vec<bool>)> {
+        while !self.is_finished() {
+            self.step(target, rng)?;
+        }
+        Ok(self.finish())
+    }
+
     /// The current iterate.
     pub fn current(&self) -> Tensor<4> {
         self.x_adv.clone()
@@ -324,23 +337,6 @@ impl From<ApgdLoss> for AttackLoss {
             ApgdLoss::Dlr => AttackLoss::Dlr,
         }
     }
-}
-
-/// One APGD run from a random start, to the end.
-fn apgd_run<T: AttackTarget + ?Sized>(
-    target: &T,
-    x: &Tensor<4>,
-    y: &Tensor<1, Int>,
-    targets: Option<&Tensor<1, Int>>,
-    loss: AttackLoss,
-    cfg: &ApgdConfig,
-    rng: &mut AtopRng,
-) -> Result<(Tensor<4>, Vec<bool>)> {
-    let mut run = ApgdRun::start_with(target, x, y, targets, loss, cfg, rng)?;
-    while !run.is_finished() {
-        run.step(target, rng)?;
-    }
-    Ok(run.finish())
 }
 
 /// Runs `run` on the points not yet fooled, `rounds` times, merging results.
@@ -390,7 +386,7 @@ pub fn apgd<T: AttackTarget + ?Sized>(
     on_robust_points(target, &x, labels, cfg.restarts, rng, |_, xs, idx, rng| {
         let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
         let y = int_tensor(&ys, &xs.device());
-        apgd_run(target, xs, &y, None, loss, cfg, rng)
+        ApgdRun::start_with(target, xs, &y, None, loss, cfg, rng)?.run_to_end(target, rng)
     })
 }
 
@@ -429,6 +425,7 @@ pub fn apgd_targeted<T: AttackTarget + ?Sized>(
         let ts = targets_by_rank(&ranked, k, labels, idx, rank);
         let device = xs.device();
         let (y, t) = (int_tensor(&ys, &device), int_tensor(&ts, &device));
-        apgd_run(target, xs, &y, Some(&t), AttackLoss::DlrTargeted, cfg, rng)
+        ApgdRun::start_with(target, xs, &y, Some(&t), AttackLoss::DlrTargeted, cfg, rng)?
+            .run_to_end(target, rng)
     })
 }

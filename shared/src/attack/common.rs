@@ -246,39 +246,33 @@ pub(crate) struct Evaluation {
     pub wrong: Vec<bool>,
 }
 
-/// Loss, gradient and prediction at `x`, with `eot` draws of a randomized
-/// target run as one repeated batch.
-pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
-    target: &T,
-    x: &Tensor<4>,
-    labels: &Tensor<1, Int>,
-    targets: Option<&Tensor<1, Int>>,
-    loss: AttackLoss,
-    eot: usize,
-    rng: &mut AtopRng,
-) -> Result<Evaluation> {
-    let ev = evaluate_on_device(target, x, labels, targets, loss, eot, rng)?;
-    Ok(Evaluation {
-        grad: ev.grad,
-        loss: to_f32(ev.loss),
-        wrong: ev
-            .wrong
-            .into_data()
-            .try_to_vec::<bool>()
-            .unwrap_or_default(),
-    })
-}
-
-/// [`evaluate`] without reading anything back to the host: loss and
-/// prediction stay tensors. An attack step built on it never waits for the
-/// device, which is what a browser's WebGPU needs (it cannot block on reads).
+/// An [`Evaluation`] still on the device: loss and prediction stay
+/// tensors. An attack step built on it never waits for the device, which is
+/// what a browser's WebGPU needs (it cannot block on reads).
 pub(crate) struct DeviceEvaluation {
     pub grad: Tensor<4>,
     pub loss: Tensor<1>,
     pub wrong: Tensor<1, Bool>,
 }
 
-pub(crate) fn evaluate_on_device<T: AttackTarget + ?Sized>(
+impl DeviceEvaluation {
+    /// Reads loss and prediction back to the host (blocking).
+    pub fn into_host(self) -> Evaluation {
+        Evaluation {
+            grad: self.grad,
+            loss: to_f32(self.loss),
+            wrong: self
+                .wrong
+                .into_data()
+                .try_to_vec::<bool>()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Loss, gradient and prediction at `x`, with `eot` draws of a randomized
+/// target run as one repeated batch.
+pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
     target: &T,
     x: &Tensor<4>,
     labels: &Tensor<1, Int>,
@@ -394,7 +388,7 @@ pub fn gradient_health<T: AttackTarget + ?Sized>(
     let dims = x.dims();
     check_labels(labels, dims)?;
     let y = int_tensor(labels, &x.device());
-    let ev = evaluate(target, x, &y, None, AttackLoss::CrossEntropy, 1, rng)?;
+    let ev = evaluate(target, x, &y, None, AttackLoss::CrossEntropy, 1, rng)?.into_host();
     let g: Vec<f32> = ev.grad.into_data().try_to_vec::<f32>().unwrap_or_default();
     let size = g.len() / dims[0].max(1);
     let (mut zero, mut non_finite) = (0, 0);

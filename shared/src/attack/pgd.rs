@@ -4,8 +4,8 @@ use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate_on_device, int_tensor,
-    normal_like, per_sample_norm, project,
+    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
+    per_sample_norm, project,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -136,7 +136,7 @@ impl PgdRun {
 
     /// One gradient step (EOT-averaged for a randomized target).
     pub fn step<T: AttackTarget + ?Sized>(&mut self, target: &T, rng: &mut AtopRng) -> Result<()> {
-        let eval = evaluate_on_device(
+        let eval = evaluate(
             target,
             &self.x_adv,
             &self.y,
