@@ -286,11 +286,9 @@ fn set_upload(app: &Shared, image: ImageRef) -> Result<(), String> {
     Ok(())
 }
 
-/// The controls as a permalink (errors name the control).
-pub fn read_controls(app: &Shared) -> Result<Permalink, String> {
-    let state = app.borrow();
-    let loaded = state.loaded.as_ref().ok_or("no artifact is loaded")?;
-    let image = match select_value("image")?.as_str() {
+/// The image the `#image` control names: a bundled sample or the upload.
+pub fn selected_image(state: &App) -> Result<ImageRef, String> {
+    Ok(match select_value("image")?.as_str() {
         "upload" => state.upload.clone().ok_or("no image was uploaded")?,
         other => ImageRef::Sample(
             other
@@ -298,7 +296,14 @@ pub fn read_controls(app: &Shared) -> Result<Permalink, String> {
                 .and_then(|i| i.parse().ok())
                 .ok_or("pick a test image")?,
         ),
-    };
+    })
+}
+
+/// The controls as a permalink (errors name the control).
+pub fn read_controls(app: &Shared) -> Result<Permalink, String> {
+    let state = app.borrow();
+    let loaded = state.loaded.as_ref().ok_or("no artifact is loaded")?;
+    let image = selected_image(&state)?;
     let attack = match select_value("attack")?.as_str() {
         "fgsm" => DemoAttack::Fgsm,
         "apgd-ce" => DemoAttack::ApgdCe,

@@ -3,11 +3,11 @@
 //! images, predictions and timings. The experiment itself is the shared
 //! crate's [`atop::demo`], the same code `atop attack` runs natively.
 
-use atop::demo::{self, DemoAttack, DemoAttackRun, DemoModels, ImageRef, Permalink};
+use atop::demo::{self, DemoAttack, DemoAttackRun, DemoModels, Permalink};
 use burn::tensor::Tensor;
 use web_sys::{HtmlAnchorElement, HtmlElement, HtmlProgressElement};
 
-use crate::app::{Shared, read_controls, set_busy};
+use crate::app::{Shared, read_controls, selected_image, set_busy};
 use crate::dom::{
     by_id, clear_error, document, draw_rgba, now_ms, set_attr, set_text, show_error, window,
     yield_to_browser,
@@ -43,27 +43,11 @@ fn models_for(app: &Shared, attack: DemoAttack) -> Result<(DemoModels, bool), St
     Ok((loaded.cpu_models.clone().ok_or("no CPU models")?, true))
 }
 
-fn current_image(app: &Shared) -> Result<ImageRef, String> {
-    let state = app.borrow();
-    match crate::dom::select_value("image")?.as_str() {
-        "upload" => state
-            .upload
-            .clone()
-            .ok_or_else(|| "no image was uploaded".into()),
-        other => Ok(ImageRef::Sample(
-            other
-                .strip_prefix("sample:")
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0),
-        )),
-    }
-}
-
 /// Shows the chosen image and the bare classifier's prediction on it;
 /// returns the time since navigation start, in ms.
 pub async fn show_clean(app: &Shared) -> Result<f64, String> {
     let (models, _) = models_for(app, DemoAttack::Pgd)?;
-    let image_ref = current_image(app)?;
+    let image_ref = selected_image(&app.borrow())?;
     let (image, label) = models.image(&image_ref).map_err(|e| e.to_string())?;
     let logits = read(
         models
@@ -97,7 +81,7 @@ pub async fn measure_defense(app: &Shared) -> Result<f64, String> {
     let (models, _) = models_for(app, DemoAttack::Pgd)?;
     let defense = models.defense(models.transform.kind);
     let (image, _) = models
-        .image(&current_image(app)?)
+        .image(&selected_image(&app.borrow())?)
         .map_err(|e| e.to_string())?;
     let mut rng = atop::rng::seeded(0);
     let mut times = Vec::new();
