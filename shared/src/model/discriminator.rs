@@ -115,7 +115,11 @@ impl SpectralNormConv2d {
         let device = w.device();
         let w2 = w.clone().reshape([cout, cin * k * k]);
         let w2_const = w2.clone().detach();
-        let mut u = self.weight_u.value().to_device(&device).detach();
+        // `value_sync` (not `value`): burn's RunningState keeps the last
+        // update pending per thread, and `value()` would read the estimate of
+        // two forwards ago. A checkpoint holds only the committed value, so
+        // reading a pending one made resumed GAN runs diverge.
+        let mut u = self.weight_u.value_sync().to_device(&device).detach();
         let v = l2_normalize(
             w2_const
                 .clone()
@@ -126,6 +130,9 @@ impl SpectralNormConv2d {
         if device.is_autodiff() {
             u = l2_normalize(w2_const.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
             self.weight_u.update(u.clone().detach());
+            // Commit at once, so that the state a checkpoint saves is the
+            // state the next forward reads.
+            let _ = self.weight_u.value_sync();
         }
         // sigma = u^T W v, with gradient through W only.
         let sigma = u

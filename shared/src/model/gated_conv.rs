@@ -71,8 +71,13 @@ impl GatedConv2d {
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
             .with_initializer(initializer)
             .init(device);
-        if gated && let Some(bias) = conv.bias.take() {
-            conv.bias = Some(bias.map(|b| b.zeros_like()));
+        if gated {
+            // Zero biases, as DeepFillv2. Made by an initializer (not by
+            // mapping the default bias to zeros), so that they are trainable
+            // parameters: a mapped tensor loses `require_grad`, and the gated
+            // layers' biases were never trained until a checkpoint reload
+            // made them trainable again (which is why resumed runs diverged).
+            conv.bias = Some(Initializer::Zeros.init([conv_out], device));
         }
         Self {
             conv,

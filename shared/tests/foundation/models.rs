@@ -488,3 +488,49 @@ fn stable_elu_matches_elu_and_has_finite_gradients_for_large_inputs() {
     assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
     assert_eq!(g[4], 1.0);
 }
+
+/// Counts a module's float parameters and those that are trainable.
+struct Trainable {
+    params: usize,
+    trainable: usize,
+}
+
+impl burn::module::ModuleVisitor for Trainable {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.params += 1;
+        self.trainable += usize::from(param.val().is_require_grad());
+    }
+}
+
+fn trainable<M: Module>(module: &M) -> (usize, usize) {
+    let mut t = Trainable {
+        params: 0,
+        trainable: 0,
+    };
+    module.visit(&mut t);
+    (t.params, t.trainable)
+}
+
+#[test]
+fn every_weight_and_bias_of_every_model_is_trainable() {
+    // A bias made by mapping a tensor (b.zeros_like()) loses require_grad:
+    // the gated convolutions' biases were never trained that way.
+    let d = device().autodiff();
+    for cfg in [small_gan(1), small_ae(3)] {
+        let (params, trained) = trainable(&cfg.init(&d).unwrap());
+        assert_eq!(trained, params, "{cfg:?}");
+    }
+    for cfg in [small_cnn_fmnist()] {
+        let (params, trained) = trainable(&cfg.init(&d).unwrap());
+        assert_eq!(trained, params, "{cfg:?}");
+    }
+    // The discriminator's spectral-norm vectors are buffers, not weights.
+    let disc = DiscriminatorConfig {
+        image_channels: 1,
+        cnum: 4,
+    }
+    .init(&d)
+    .unwrap();
+    let (params, trained) = trainable(&disc);
+    assert_eq!((params, trained), (18, 12));
+}
