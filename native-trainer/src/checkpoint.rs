@@ -1,4 +1,4 @@
-//! Checkpoints and atomic file writes.
+//! Checkpoints.
 //!
 //! A checkpoint is one file: a magic line, then named blobs (the run state
 //! as JSON, module and optimizer records in burn's burnpack bytes). It is
@@ -7,8 +7,7 @@
 //! new checkpoint, never a partial one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -17,38 +16,9 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 10] = b"ATOPCKPT1\n";
+use crate::fsutil::write_atomic;
 
-/// Writes `bytes` to `path` atomically (temp file + fsync + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e)
-            .with_context(|| format!("cannot write {} (nothing was replaced)", path.display()));
-    }
-    Ok(())
-}
+const MAGIC: &[u8; 10] = b"ATOPCKPT1\n";
 
 /// The resumable state of a training stage.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -160,6 +130,11 @@ pub fn blob<'a>(blobs: &'a BTreeMap<String, Vec<u8>>, name: &str, path: &Path) -
 
 /// A module's record (weights with their parameter ids) as bytes.
 pub fn module_bytes<M: Module>(module: &M) -> Result<Vec<u8>> {
+    // burn's RunningState (batch-norm statistics, spectral-norm vectors)
+    // keeps its last update pending, and a record holds only the committed
+    // value; `valid()` commits it in place (the states are shared handles),
+    // so the checkpoint is the state the next step reads.
+    let _ = module.valid();
     let bytes = module
         .clone()
         .into_record()
@@ -248,19 +223,6 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn a_failed_write_leaves_the_old_file() {
-        let dir = std::env::temp_dir().join(format!("atop-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.bin");
-        write_atomic(&path, b"old").unwrap();
-        // Writing "into" a path whose parent is a file fails without touching anything.
-        let bad = path.join("child.bin");
-        assert!(write_atomic(&bad, b"new").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

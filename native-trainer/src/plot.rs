@@ -12,9 +12,8 @@ use image::codecs::png::PngEncoder;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::checkpoint::write_atomic;
 use crate::eval::EvalReport;
-use crate::metrics::MetricLine;
+use crate::fsutil::write_atomic;
 
 /// The plots' typeface travels inside the binary so a bare machine draws
 /// labels too (DejaVu Sans, license in assets/DejaVuSans.LICENSE).
@@ -90,19 +89,11 @@ struct StageCurves {
     validation: Vec<(f64, f64)>,
 }
 
-/// Groups metric lines by stage, in file order (a resumed run appends, so
-/// the x axis is the step count as logged).
+/// Groups metric lines by stage, in file order (a resumed run has dropped
+/// the rows it replays, so the x axis is the step count).
 fn read_curves(metrics: &Path) -> Result<BTreeMap<String, StageCurves>> {
-    let text = std::fs::read_to_string(metrics)
-        .with_context(|| format!("cannot read {}", metrics.display()))?;
     let mut stages: BTreeMap<String, StageCurves> = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let m: MetricLine = serde_json::from_str(line).with_context(|| {
-            format!("{} line {}: not a metrics record", metrics.display(), n + 1)
-        })?;
+    for m in crate::metrics::read(metrics)? {
         let stage = stages
             .entry(m.stage.clone())
             .or_insert_with(|| StageCurves {

@@ -4,16 +4,29 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use atop::transform::TransformConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::eval::EvalReport;
+use crate::fsutil::write_atomic;
+
+/// Which transform a defense was evaluated with, and where it came from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DefenseRecord {
+    pub name: String,
+    pub transform: TransformConfig,
+    pub purify_size: usize,
+    /// "artifact <path> (defense sha256 ...)" or an override, said as such.
+    pub source: String,
+}
 
 #[derive(Serialize)]
 pub struct Report<'a> {
     pub title: String,
     /// Artifact files evaluated, with their SHA-256.
     pub artifacts: Vec<(String, String)>,
+    /// The transform each defense was evaluated with.
+    pub defenses: Vec<DefenseRecord>,
     pub dataset: String,
     pub command: String,
     pub elapsed_seconds: f64,
@@ -27,6 +40,8 @@ pub struct Report<'a> {
 pub struct StoredReport {
     pub title: String,
     pub artifacts: Vec<(String, String)>,
+    #[serde(default)]
+    pub defenses: Vec<DefenseRecord>,
     pub dataset: String,
     pub elapsed_seconds: f64,
     pub eval: EvalReport,
@@ -42,12 +57,40 @@ pub fn read(path: &Path) -> Result<StoredReport> {
         .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))
 }
 
+/// What the report says of each evaluated defense.
+pub fn records(inputs: &[crate::pipeline::DefenseInput]) -> Vec<DefenseRecord> {
+    inputs
+        .iter()
+        .map(|d| DefenseRecord {
+            name: d.name.clone(),
+            transform: d.transform.clone(),
+            purify_size: d.purify_size,
+            source: d.source.clone(),
+        })
+        .collect()
+}
+
 pub fn markdown(report: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n", report.title);
     let _ = writeln!(md, "* dataset: {}", report.dataset);
     for (path, sha) in &report.artifacts {
         let _ = writeln!(md, "* artifact: `{path}` (sha256 `{sha}`)");
+    }
+    for d in &report.defenses {
+        let t = &d.transform;
+        let _ = writeln!(
+            md,
+            "* {}: transform {:?}, noise sigma {}, missing rate {}, grid {}, passes {}, purify size {}; from {}",
+            d.name,
+            t.kind,
+            t.noise_sigma,
+            t.missing_rate,
+            t.grid,
+            t.passes,
+            d.purify_size,
+            d.source
+        );
     }
     let _ = writeln!(
         md,

@@ -1,7 +1,8 @@
 //! The epoch/step loop shared by every training stage: seeded data order,
 //! per-step seeded randomness, progress bar, JSONL metrics, checkpoints
 //! every N steps and at each epoch end, resume, validation-based selection,
-//! and a hard stop on a non-finite loss (the last good checkpoint is kept).
+//! and a hard stop on a non-finite loss (the last good checkpoint, if any,
+//! is kept). A resumed run leaves the metrics an uninterrupted one would.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use atop::rng::{AtopRng, permutation, seeded};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{Checkpoint, StageState};
-use crate::metrics::MetricsLog;
+use crate::metrics::{MetricsLog, Replay};
 
 /// One training stage: how to take a step, validate, and save/restore itself.
 pub trait Stage {
@@ -79,7 +80,12 @@ pub fn run_stage<S: Stage>(
     config_hash: &str,
     resume: bool,
 ) -> Result<Outcome> {
-    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
+    if schedule.train_len == 0 {
+        bail!(
+            "{}: no training images (after carving out the validation split); nothing to train",
+            stage.name()
+        );
+    }
     let ckpt_path = checkpoint_path(out_dir, stage.name());
     let mut state = StageState {
         stage: stage.name().to_string(),
@@ -111,6 +117,17 @@ pub fn run_stage<S: Stage>(
             ckpt_path.display()
         );
     }
+
+    let replay = if state.global_step > 0 || state.epoch > 0 {
+        Replay::From {
+            global_step: state.global_step,
+            epoch: state.epoch,
+        }
+    } else {
+        Replay::Fresh
+    };
+    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), stage.name(), replay)?;
+    let mut checkpoint_written = ckpt_path.exists() && resume;
 
     let steps = schedule.steps_per_epoch();
     let bar = ProgressBar::new((schedule.epochs * steps) as u64);
@@ -148,12 +165,16 @@ pub fn run_stage<S: Stage>(
             let losses = stage.step(batch, state.epoch, &mut rng)?;
             if let Some((name, value)) = losses.iter().find(|(_, v)| !v.is_finite()) {
                 bar.abandon();
+                let kept = if checkpoint_written {
+                    format!("the last good checkpoint {} is kept", ckpt_path.display())
+                } else {
+                    "no checkpoint had been written yet".to_string()
+                };
                 bail!(
-                    "{}: loss `{name}` became {value} at epoch {} step {}; stopped, the last good checkpoint {} is kept",
+                    "{}: loss `{name}` became {value} at epoch {} step {}; stopped, {kept}",
                     stage.name(),
                     state.epoch,
                     state.step_in_epoch,
-                    ckpt_path.display()
                 );
             }
             state.step_in_epoch += 1;
@@ -166,6 +187,7 @@ pub fn run_stage<S: Stage>(
                 && state.global_step.is_multiple_of(schedule.checkpoint_every)
             {
                 save(stage, &state, &best)?;
+                checkpoint_written = true;
             }
         }
         let mut rng = seeded(mix(schedule.seed ^ 0x7A1, state.epoch as u64));
@@ -187,6 +209,7 @@ pub fn run_stage<S: Stage>(
         state.step_in_epoch = 0;
         state.done = state.epoch >= schedule.epochs;
         save(stage, &state, &best)?;
+        checkpoint_written = true;
     }
     bar.finish_and_clear();
     if let Some(b) = &best {

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 
-use atop::artifact::StoredTensor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,16 +124,140 @@ fn fixture(name: &str) -> Fixture {
     Fixture { dir, config }
 }
 
+fn read_artifact(p: &Path) -> atop::artifact::Artifact {
+    atop::artifact::Artifact::from_bytes(&std::fs::read(p).unwrap(), "test").unwrap()
+}
+
+/// The metrics rows of `stage` in `dir`, as written.
+fn stage_rows(dir: &Path, stage: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+    let tag = format!("\"stage\":\"{stage}\"");
+    text.lines()
+        .filter(|l| l.contains(&tag) && l.ends_with('}'))
+        .map(String::from)
+        .collect()
+}
+
+/// Polls `ready` until it holds, then SIGKILLs `child`; panics if the run
+/// ended first (it could not be killed mid-run).
+fn kill_when(mut child: std::process::Child, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "timed out");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+}
+
+/// Runs `args(dir)` to the end in `reference`; then in `killed` with a
+/// kill -9 after the first checkpoint and another after the resumed run has
+/// gone past where the first stopped, resuming each time. The two must give
+/// the same artifact bit for bit and the same metrics rows, with no
+/// leftovers. Also checks that a second run on the same --out is refused.
+fn kill_twice_and_resume(
+    args: &dyn Fn(&Path) -> Vec<String>,
+    stage: &str,
+    artifact: &str,
+    reference: &Path,
+    killed: &Path,
+) {
+    if !reference.join(artifact).exists() {
+        let out = atop().args(args(reference)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ckpt = killed.join(format!("{stage}.ckpt"));
+    let child = atop()
+        .args(args(killed))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // While it runs, a second run on the same --out is refused, naming it.
+    let second = atop().args(args(killed)).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success()
+            && err.contains("in use by another atop run")
+            && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    kill_when(child, || true);
+    assert!(!killed.join(artifact).exists());
+    let first = stage_rows(killed, stage).len();
+
+    // What a killed write and a disk-full stop leave behind.
+    let leftover = killed.join(format!(".{artifact}.4242.tmp"));
+    std::fs::write(&leftover, b"partial").unwrap();
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(killed.join("metrics.jsonl"))
+        .unwrap();
+    metrics.write_all(br#"{"stage":"pre"#).unwrap();
+    drop(metrics);
+
+    let mut resume = args(killed);
+    resume.push("--resume".into());
+    let child = atop().args(&resume).stderr(Stdio::null()).spawn().unwrap();
+    kill_when(child, || stage_rows(killed, stage).len() > first + 1);
+    assert!(!killed.join(artifact).exists());
+    assert!(!leftover.exists(), "the stale temporary file is removed");
+
+    let out = atop().args(&resume).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    let (a, b) = (
+        read_artifact(&reference.join(artifact)),
+        read_artifact(&killed.join(artifact)),
+    );
+    assert_eq!(
+        a.manifest.payload_sha256, b.manifest.payload_sha256,
+        "{stage}: the resumed run's weights differ from the uninterrupted run's"
+    );
+    assert_eq!(
+        stage_rows(killed, stage),
+        stage_rows(reference, stage),
+        "{stage}: the metrics of the resumed run are not those of the uninterrupted one"
+    );
+}
+
 #[test]
-fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
+fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
     let f = fixture("stages");
     let cfg = f.config.to_str().unwrap();
     let out = f.dir.join("out");
     let out_s = out.to_str().unwrap();
     let (ok, err) = run(&["train-classifier", "--config", cfg, "--out", out_s]);
     assert!(ok, "{err}");
-    let (ok, err) = run(&["pretrain", "--config", cfg, "--out", out_s]);
-    assert!(ok, "{err}");
+    let stage_args = |stage: &'static str, extra: Vec<String>| {
+        move |dir: &Path| -> Vec<String> {
+            let mut a: Vec<String> = [stage, "--config", cfg, "--out", dir.to_str().unwrap()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            a.extend(extra.iter().cloned());
+            a
+        }
+    };
+    kill_twice_and_resume(
+        &stage_args("pretrain", vec![]),
+        "pretrain",
+        "purifier-pretrained.safetensors",
+        &out,
+        &f.dir.join("pretrain-killed"),
+    );
     let classifier = out.join("classifier.safetensors");
     let purifier = out.join("purifier-pretrained.safetensors");
     assert!(classifier.is_file() && purifier.is_file());
@@ -142,86 +265,24 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
     // Generator and discriminator losses plus validation: two columns.
     assert_drawn(&out.join("curves-pretrain.png"), 1120);
 
-    let finetune_args = |dir: &Path| -> Vec<String> {
-        [
-            "finetune",
-            "--config",
-            cfg,
-            "--out",
-            dir.to_str().unwrap(),
-            "--classifier",
-            classifier.to_str().unwrap(),
-            "--purifier",
-            purifier.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-
-    // Uninterrupted reference run.
+    let inputs = vec![
+        "--classifier".to_string(),
+        classifier.display().to_string(),
+        "--purifier".to_string(),
+        purifier.display().to_string(),
+    ];
+    let finetune_args = stage_args("finetune", inputs);
     let reference = f.dir.join("reference");
-    let status = atop()
-        .args(finetune_args(&reference))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-
-    // Killed run: SIGKILL as soon as the first checkpoint exists.
     let killed = f.dir.join("killed");
-    let mut child = atop()
-        .args(finetune_args(&killed))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = killed.join("finetune.ckpt");
-    let start = Instant::now();
-    while !ckpt.exists() && start.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the run finished before it could be killed"
+    kill_twice_and_resume(
+        &finetune_args,
+        "finetune",
+        "atop.safetensors",
+        &reference,
+        &killed,
     );
-    assert!(!killed.join("atop.safetensors").exists());
-
     let mut args = finetune_args(&killed);
     args.push("--resume".into());
-    let out = atop().args(&args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("resuming from"), "{stderr}");
-
-    let read = |p: PathBuf| {
-        atop::artifact::Artifact::from_bytes(&std::fs::read(&p).unwrap(), "test").unwrap()
-    };
-    let a = read(reference.join("atop.safetensors"));
-    let b = read(killed.join("atop.safetensors"));
-    // The resumed run replays the same data order and randomness; restored
-    // tensors can take other kernel paths than in-memory ones, so weights
-    // agree to float rounding (about 1e-6 here), not bit for bit.
-    assert_eq!(
-        a.tensors.keys().collect::<Vec<_>>(),
-        b.tensors.keys().collect::<Vec<_>>()
-    );
-    let mut worst = 0f32;
-    for (name, ta) in &a.tensors {
-        let (StoredTensor::F32 { values: va, .. }, StoredTensor::F32 { values: vb, .. }) =
-            (ta, &b.tensors[name])
-        else {
-            continue;
-        };
-        for (x, y) in va.iter().zip(vb) {
-            worst = worst.max((x - y).abs());
-        }
-    }
-    assert!(
-        worst < 1e-4,
-        "resumed run differs from the uninterrupted one by {worst}"
-    );
 
     // Resuming with another configuration is refused.
     let mut other = args.clone();
@@ -250,6 +311,69 @@ fn stages_run_alone_and_a_killed_finetune_resumes_to_the_same_result() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("report.json")).unwrap())
             .unwrap();
+    // Each defense is evaluated with its artifact's transform, and says so.
+    let defenses = report["defenses"].as_array().unwrap();
+    assert_eq!(defenses.len(), 2);
+    for d in defenses {
+        assert_eq!(d["transform"]["missing_rate"], 0.25, "{d}");
+        assert!(
+            d["source"].as_str().unwrap().starts_with("artifact "),
+            "{d}"
+        );
+    }
+    // A transform setting that eval would ignore is refused; with
+    // --override-transform it is used and the report says so.
+    let eval_args = |dir: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "eval",
+            "--config",
+            cfg,
+            "--out",
+            dir.to_str().unwrap(),
+            "--artifact",
+            killed.join("atop.safetensors").to_str().unwrap(),
+            "--set",
+            "transform.missing_rate=0.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let ablation = f.dir.join("ablation");
+    let out = atop().args(eval_args(&ablation, &[])).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("--set transform.missing_rate=0.5")
+            && stderr.contains("--override-transform"),
+        "{stderr}"
+    );
+    let out = atop()
+        .args(eval_args(&ablation, &["--override-transform"]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ablated = std::fs::read_to_string(ablation.join("report.json")).unwrap();
+    let ablated: serde_json::Value = serde_json::from_str(&ablated).unwrap();
+    assert_eq!(ablated["defenses"][0]["transform"]["missing_rate"], 0.5);
+    assert!(
+        ablated["defenses"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("OVERRIDE"),
+        "{ablated}"
+    );
+    assert!(
+        std::fs::read_to_string(ablation.join("report.md"))
+            .unwrap()
+            .contains("OVERRIDE (--override-transform)")
+    );
     let rows = report["eval"]["rows"].as_array().unwrap();
     // clean + 2 attacks + the worst case of the two, for the classifier and two defenses.
     assert_eq!(rows.len(), 12);
@@ -355,6 +479,21 @@ fn bad_input_gives_one_line_errors_and_leaves_nothing_behind() {
         "{err}"
     );
     assert!(!out.join("classifier.safetensors").exists());
+
+    // No training images left after the validation split: said as such,
+    // with no claim of a checkpoint that was never written.
+    write_dataset(&f.dir.join("data"));
+    let (ok, err) = run(&[
+        "pretrain",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--set",
+        "data.validation_fraction=0.999",
+    ]);
+    assert!(!ok && err.contains("no training images"), "{err}");
+    assert!(!err.contains("checkpoint"), "{err}");
 
     std::fs::remove_dir_all(&f.dir).ok();
 }

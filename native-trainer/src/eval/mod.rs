@@ -26,9 +26,9 @@ pub use attacks::attack_name;
 use attacks::run_attack;
 pub use shard::{Shard, merge};
 
-use crate::checkpoint::write_atomic;
 use crate::config::{EvalAttack, EvalConfig};
 use crate::data::Dataset;
+use crate::fsutil::write_atomic;
 use crate::runner::mix;
 
 /// One row of the results table.
