@@ -61,6 +61,22 @@ fn default_validation_fraction() -> f64 {
     0.1
 }
 
+/// Upper bounds on the budgets a configuration or protocol may ask for, so
+/// that a typo (`steps = 100000000`) is an error naming the limit rather
+/// than a run that never ends. Each is far above any published protocol.
+pub mod limits {
+    pub const STEPS: usize = 10_000;
+    pub const EOT: usize = 1_000;
+    pub const RESTARTS: usize = 100;
+    pub const QUERIES: usize = 1_000_000;
+    pub const TARGET_CLASSES: usize = 1_000;
+    pub const DRAWS: usize = 1_000;
+    pub const SUBSET: usize = 1_000_000;
+    pub const EPOCHS: usize = 100_000;
+    pub const BATCH: usize = 65_536;
+    pub const IMAGE_SIDE: usize = 4096;
+}
+
 /// A training stage's optimisation settings (Adam).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -260,7 +276,66 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// Checks every user-given budget against its limit (bounded work).
+    fn validate_budgets(&self) -> Result<()> {
+        let mut budgets: Vec<(String, usize, usize)> = vec![
+            ("eval.subset".into(), self.eval.subset, limits::SUBSET),
+            (
+                "eval.score_draws".into(),
+                self.eval.score_draws,
+                limits::DRAWS,
+            ),
+            (
+                "eval.batch_size".into(),
+                self.eval.batch_size,
+                limits::BATCH,
+            ),
+            (
+                "finetune.attack_steps".into(),
+                self.finetune.attack_steps,
+                limits::STEPS,
+            ),
+            (
+                "data.image_size".into(),
+                self.data.image_size,
+                limits::IMAGE_SIDE,
+            ),
+            (
+                "data.purify_size".into(),
+                self.data.purify_size,
+                limits::IMAGE_SIDE,
+            ),
+        ];
+        for (name, o) in [
+            ("train_classifier", &self.train_classifier),
+            ("pretrain", &self.pretrain),
+            ("finetune", &self.finetune.optim),
+        ] {
+            budgets.push((format!("{name}.epochs"), o.epochs, limits::EPOCHS));
+            budgets.push((format!("{name}.batch_size"), o.batch_size, limits::BATCH));
+        }
+        for (i, a) in self.eval.attacks.iter().enumerate() {
+            let key = |k: &str| format!("eval.attacks[{i}].{k}");
+            budgets.extend([
+                (key("steps"), a.steps, limits::STEPS),
+                (key("eot"), a.eot, limits::EOT),
+                (key("restarts"), a.restarts, limits::RESTARTS),
+                (key("queries"), a.queries, limits::QUERIES),
+                (
+                    key("target_classes"),
+                    a.target_classes,
+                    limits::TARGET_CLASSES,
+                ),
+            ]);
+        }
+        if let Some((name, value, max)) = budgets.into_iter().find(|(_, v, max)| v > max) {
+            bail!("{name} = {value} is over the limit of {max}");
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.validate_budgets()?;
         // The transform's own ranges; the grid is checked against the data's
         // image size once it is loaded (validate_for_images).
         let g = self.transform.grid.max(1);
@@ -412,6 +487,20 @@ mod tests {
         assert!(err(&["pretrain.batch_size=0"]).contains("pretrain.batch_size"));
         assert!(err(&["purifier.image_channels=3"]).contains("image_channels"));
         assert!(err(&["lambda"]).contains("KEY=VALUE"));
+        // Budgets are bounded, and the error names the key and the limit.
+        let e = err(&["eval.subset=100000000"]);
+        assert!(
+            e.contains("eval.subset = 100000000 is over the limit of 1000000"),
+            "{e}"
+        );
+        let e = err(&["pretrain.epochs=100000000"]);
+        assert!(e.contains("pretrain.epochs") && e.contains("limit"), "{e}");
+        let hang = fmnist().replacen("steps = 10,", "steps = 100000000,", 1);
+        let e = format!("{:#}", RunConfig::parse(&hang, &[]).unwrap_err());
+        assert!(
+            e.contains(".steps = 100000000 is over the limit of 10000"),
+            "{e}"
+        );
         let mut cfg = RunConfig::parse(&fmnist(), &[]).unwrap();
         cfg.transform.grid = 8;
         let e = format!("{:#}", cfg.validate_for_images([1, 28, 28]).unwrap_err());

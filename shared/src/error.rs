@@ -23,6 +23,10 @@ pub enum AtopError {
     #[error("artifact {source_name}: {reason}")]
     Artifact { source_name: String, reason: String },
 
+    /// A data file's bytes are not in the format they claim.
+    #[error("{source_name}: {reason}")]
+    Format { source_name: String, reason: String },
+
     /// Tensor data could not be converted (dtype or length mismatch).
     #[error("tensor `{name}`: {reason}")]
     Tensor { name: String, reason: String },

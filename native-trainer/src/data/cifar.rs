@@ -6,8 +6,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{Dataset, file_hash, read_file};
 
-const PIXELS: usize = 3 * 32 * 32;
-
 pub const CIFAR10_CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -21,35 +19,13 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
-/// Parses one binary batch file. CIFAR-10 records are `label, 3072 pixels`;
-/// CIFAR-100 records are `coarse, fine, 3072 pixels` (the fine label is used).
+/// Parses one binary batch file (see [`atop::formats::cifar::parse`]).
 pub fn parse(path: &Path, bytes: &[u8], cifar100: bool) -> Result<(Vec<f32>, Vec<i64>)> {
-    let label_bytes = if cifar100 { 2 } else { 1 };
-    let record = label_bytes + PIXELS;
-    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
-        bail!(
-            "{}: {} bytes is not a whole number of {record}-byte CIFAR{} records (truncated or wrong file?)",
-            path.display(),
-            bytes.len(),
-            if cifar100 { "-100" } else { "-10" }
-        );
-    }
-    let classes = if cifar100 { 100 } else { 10 };
-    let n = bytes.len() / record;
-    let mut images = Vec::with_capacity(n * PIXELS);
-    let mut labels = Vec::with_capacity(n);
-    for (i, rec) in bytes.chunks_exact(record).enumerate() {
-        let label = rec[label_bytes - 1] as i64;
-        if label >= classes {
-            bail!(
-                "{}: record {i} has label {label}, outside the {classes} classes",
-                path.display()
-            );
-        }
-        labels.push(label);
-        images.extend(rec[label_bytes..].iter().map(|&p| p as f32 / 255.0));
-    }
-    Ok((images, labels))
+    Ok(atop::formats::cifar::parse(
+        &path.display().to_string(),
+        bytes,
+        cifar100,
+    )?)
 }
 
 fn read_split(

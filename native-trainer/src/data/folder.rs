@@ -10,6 +10,9 @@ use image::imageops::FilterType;
 use super::{Dataset, file_hash, read_file};
 
 pub fn load(dir: &Path, name: &str, size: usize) -> Result<Dataset> {
+    if size == 0 {
+        bail!("data.image_size must be at least 1 for an image folder");
+    }
     let mut classes: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read image folder {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -55,23 +58,20 @@ pub fn load(dir: &Path, name: &str, size: usize) -> Result<Dataset> {
     Ok(data)
 }
 
-/// Shorter side to `size`, centre crop, CHW f32 in [0,1].
+/// Centre square crop, then resize to `size` x `size` (bilinear); CHW f32
+/// in [0,1]. Cropping first bounds the work by `size` whatever the image's
+/// aspect ratio (a 1 x 100000 image must not become a 224 x 22400000 one).
 pub fn resize_crop(img: &image::DynamicImage, size: usize) -> Vec<f32> {
-    let (w, h) = (img.width().max(1), img.height().max(1));
-    let scale = size as f64 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(size as u32),
-        ((h as f64 * scale).round() as u32).max(size as u32),
-    );
-    let rgb = img.resize_exact(nw, nh, FilterType::Triangle).to_rgb8();
-    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+    let (w, h) = (img.width(), img.height());
+    let side = w.min(h).max(1);
+    let square = img.crop_imm((w - side.min(w)) / 2, (h - side.min(h)) / 2, side, side);
+    let rgb = square
+        .resize_exact(size as u32, size as u32, FilterType::Triangle)
+        .to_rgb8();
     let mut out = vec![0f32; 3 * size * size];
-    for y in 0..size {
-        for x in 0..size {
-            let p = rgb.get_pixel(x0 + x as u32, y0 + y as u32);
-            for c in 0..3 {
-                out[(c * size + y) * size + x] = p[c] as f32 / 255.0;
-            }
+    for (x, y, p) in rgb.enumerate_pixels() {
+        for c in 0..3 {
+            out[(c * size + y as usize) * size + x as usize] = p[c] as f32 / 255.0;
         }
     }
     out

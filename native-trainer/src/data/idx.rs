@@ -44,52 +44,35 @@ pub fn find_dir(candidates: &[PathBuf]) -> Option<PathBuf> {
 }
 
 /// Decompresses gzip data (detected by its magic bytes) or returns it as is.
+/// Decompressed IDX data is refused past this size (Fashion-MNIST's largest
+/// file is 47 MB; this bounds the memory a gzip bomb can take).
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 31;
+
 fn maybe_gunzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
+            .take(MAX_DECOMPRESSED_BYTES + 1)
             .read_to_end(&mut out)
             .with_context(|| format!("{}: corrupted or truncated gzip data", path.display()))?;
+        if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+            bail!(
+                "{}: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes, the limit for an IDX file",
+                path.display()
+            );
+        }
         Ok(out)
     } else {
         Ok(bytes)
     }
 }
 
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
 /// Parses an IDX file of unsigned bytes: returns (dims, data).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> {
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        bail!("{}: not an IDX file (bad magic number)", path.display());
-    }
-    if bytes[2] != 0x08 {
-        bail!(
-            "{}: IDX element type 0x{:02x} is not unsigned byte",
-            path.display(),
-            bytes[2]
-        );
-    }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if rank == 0 || bytes.len() < header {
-        bail!("{}: truncated IDX header", path.display());
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
-        .collect();
-    let count: usize = dims.iter().product();
-    let data = &bytes[header..];
-    if data.len() != count {
-        bail!(
-            "{}: IDX header promises {count} values ({dims:?}) but the file holds {}",
-            path.display(),
-            data.len()
-        );
-    }
-    Ok((dims, data.to_vec()))
+    Ok(atop::formats::idx::parse(
+        &path.display().to_string(),
+        bytes,
+    )?)
 }
 
 /// Reads an images file and a labels file into a dataset.

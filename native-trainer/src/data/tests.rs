@@ -114,6 +114,29 @@ fn idx_errors_name_the_file_and_the_problem() {
     assert!(err.contains("gzip"), "{err}");
 }
 
+#[test]
+fn hostile_idx_headers_are_errors_not_panics() {
+    let path = Path::new("hostile-idx");
+    // Dimensions whose product overflows usize, a rank with no room for its
+    // dimensions, and a product that fits but is not the data's length.
+    let cases: [(Vec<u8>, &str); 4] = [
+        (
+            idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[1, 2, 3]),
+            "more than usize::MAX",
+        ),
+        (vec![0, 0, 0x08, 255, 0, 0, 0, 1], "truncated IDX header"),
+        (idx_bytes(&[u32::MAX, 2], &[0; 8]), "promises"),
+        (vec![0, 0, 0x08], "bad magic"),
+    ];
+    for (bytes, expected) in cases {
+        let err = format!("{:#}", idx::parse(path, &bytes).unwrap_err());
+        assert!(
+            err.contains(expected) && err.contains("hostile-idx"),
+            "{err}"
+        );
+    }
+}
+
 fn cifar_record(label_bytes: &[u8], value: u8) -> Vec<u8> {
     let mut r = label_bytes.to_vec();
     r.extend(std::iter::repeat_n(value, 3072));
@@ -270,4 +293,47 @@ fn augmentation_flips_and_shifts_within_the_frame() {
     let out = crop.apply(&image, [1, 4, 4], &mut rng);
     assert_eq!(out.len(), 16);
     assert!(out.iter().all(|v| *v == 0.0 || image.contains(v)));
+}
+
+mod hostile {
+    //! The invariants of the IDX and CIFAR fuzz targets (fuzz/), as property
+    //! tests that run in CI: any bytes parse or give an error, never a panic,
+    //! and what parses is consistent with its header.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_parse_as_idx_or_error(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok((dims, data)) = idx::parse(Path::new("fuzz"), &bytes) {
+                prop_assert_eq!(dims.iter().product::<usize>(), data.len());
+            }
+        }
+
+        #[test]
+        fn any_idx_header_parses_or_errors(
+            dims in prop::collection::vec(any::<u32>(), 0..5),
+            len in 0usize..64,
+        ) {
+            let bytes = idx_bytes(&dims, &vec![7; len]);
+            if let Ok((parsed, data)) = idx::parse(Path::new("fuzz"), &bytes) {
+                prop_assert_eq!(parsed.len(), dims.len());
+                prop_assert_eq!(data.len(), len);
+            }
+        }
+
+        #[test]
+        fn any_bytes_parse_as_cifar_or_error(
+            bytes in prop::collection::vec(any::<u8>(), 0..7000),
+            cifar100 in any::<bool>(),
+        ) {
+            if let Ok((images, labels)) = cifar::parse(Path::new("fuzz"), &bytes, cifar100) {
+                prop_assert_eq!(images.len(), labels.len() * 3072);
+                let classes = if cifar100 { 100 } else { 10 };
+                prop_assert!(labels.iter().all(|&l| (0..classes).contains(&l)));
+            }
+        }
+    }
 }

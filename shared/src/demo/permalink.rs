@@ -2,7 +2,7 @@
 //! predictions, as a URL query string, so that opening the link (or running
 //! the trainer on the same values) reproduces the same adversarial image.
 //!
-//! `?v=1&artifact=<sha256>&image=sample:12&attack=pgd&norm=linf&eps=0.1&steps=10&eot=4&transform=rt2&mode=full&seed=42`
+//! `?v=2&artifact=<defense sha256>&image=sample:12&attack=pgd&norm=linf&eps=0.1&steps=10&eot=4&transform=rt2&mode=full&seed=42`
 //!
 //! An uploaded image travels in the link itself (`image=pixels:<w>x<h>x<c>:<hex>`,
 //! 8-bit values after the demo's resize), since nothing else could bring it
@@ -11,7 +11,9 @@
 use std::fmt;
 
 /// The permalink format's version; a link of another version is refused.
-pub const VERSION: u32 = 1;
+/// Version 2 names the artifact by its defense identity (weights, model
+/// configurations and transform), version 1 named it by its tensors alone.
+pub const VERSION: u32 = 2;
 
 /// Which image was attacked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +50,8 @@ pub enum DemoMode {
 /// Everything a permalink fixes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Permalink {
-    /// The artifact's payload SHA-256 (hex): a different artifact is refused.
+    /// The artifact's defense identity (`Manifest::defense_sha256`, hex): a
+    /// different artifact, or the same weights with another transform, is refused.
     pub artifact_sha256: String,
     pub image: ImageRef,
     pub attack: DemoAttack,
@@ -113,17 +116,155 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Decodes hex digits. Works on bytes, so a non-ASCII character is an
+/// error, not a slice through the middle of it.
 fn unhex(parameter: &str, text: &str) -> Result<Vec<u8>, PermalinkError> {
-    if !text.len().is_multiple_of(2) {
+    let digit = |i: usize, b: u8| {
+        (b as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| bad(parameter, format!("not a hex digit at byte {i}")))
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         return Err(bad(parameter, "odd number of hex digits"));
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&text[i..i + 2], 16)
-                .map_err(|_| bad(parameter, format!("not hex at character {i}")))
-        })
+    bytes
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| Ok(digit(2 * i, pair[0])? << 4 | digit(2 * i + 1, pair[1])?))
         .collect()
+}
+
+/// Budgets a link may ask for: a link runs in a browser tab, so every
+/// user-given count is bounded and the error names the bound.
+pub const MAX_STEPS: u64 = 1000;
+pub const MAX_EOT: u64 = 100;
+/// The largest side of an uploaded image carried in a link.
+pub const MAX_IMAGE_SIDE: usize = 1024;
+
+/// The `key=value` pairs of a query, each key at most once.
+struct Pairs<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Pairs<'a> {
+    const KNOWN: [&'static str; 11] = [
+        "v",
+        "artifact",
+        "image",
+        "attack",
+        "norm",
+        "eps",
+        "steps",
+        "eot",
+        "transform",
+        "mode",
+        "seed",
+    ];
+
+    fn parse(query: &'a str) -> Result<Self, PermalinkError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(part, "expected key=value"))?;
+            if !Self::KNOWN.contains(&k) {
+                return Err(bad(k, "unknown parameter"));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(bad(k, "given twice"));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, k: &str) -> Result<&'a str, PermalinkError> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| bad(k, "missing"))
+    }
+
+    fn number(&self, k: &str) -> Result<u64, PermalinkError> {
+        self.get(k)?
+            .parse()
+            .map_err(|_| bad(k, "expected a non-negative whole number"))
+    }
+
+    /// A count in `1..=max`.
+    fn budget(&self, k: &str, max: u64) -> Result<usize, PermalinkError> {
+        match self.number(k)? {
+            0 => Err(bad(k, "must be at least 1")),
+            n if n > max => Err(bad(k, format!("{n} is over the limit of {max}"))),
+            n => Ok(n as usize),
+        }
+    }
+
+    /// One of `choices`, by its name.
+    fn choice<T: Copy>(&self, k: &str, choices: &[(&str, T)]) -> Result<T, PermalinkError> {
+        let v = self.get(k)?;
+        choices
+            .iter()
+            .find(|(name, _)| *name == v)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                bad(k, format!("{v}: expected one of {}", names.join(", ")))
+            })
+    }
+}
+
+fn parse_image(text: &str) -> Result<ImageRef, PermalinkError> {
+    if let Some(i) = text.strip_prefix("sample:") {
+        return i
+            .parse()
+            .map(ImageRef::Sample)
+            .map_err(|_| bad("image", "sample index is not a number"));
+    }
+    let rest = text
+        .strip_prefix("pixels:")
+        .ok_or_else(|| bad("image", "expected sample:<index> or pixels:..."))?;
+    let (dims, data) = rest
+        .split_once(':')
+        .ok_or_else(|| bad("image", "expected pixels:<w>x<h>x<c>:<hex>"))?;
+    let d: Vec<usize> = dims
+        .split('x')
+        .map(|v| v.parse().map_err(|_| bad("image", "bad dimensions")))
+        .collect::<Result<_, _>>()?;
+    let [width, height, channels] = d[..] else {
+        return Err(bad("image", "expected three dimensions w x h x c"));
+    };
+    if width == 0 || height == 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(bad(
+            "image",
+            format!("{width}x{height}: each side must be 1 to {MAX_IMAGE_SIDE} pixels"),
+        ));
+    }
+    if channels != 1 && channels != 3 {
+        return Err(bad(
+            "image",
+            format!("{channels} channels: expected 1 or 3"),
+        ));
+    }
+    // Within the bounds above the product cannot overflow.
+    let expected = width * height * channels;
+    if data.len() != 2 * expected {
+        return Err(bad(
+            "image",
+            format!(
+                "{} hex digits for {width}x{height}x{channels} (expected {})",
+                data.len(),
+                2 * expected
+            ),
+        ));
+    }
+    Ok(ImageRef::Pixels {
+        width,
+        height,
+        channels,
+        values: unhex("image", data)?,
+    })
 }
 
 impl Permalink {
@@ -155,145 +296,51 @@ impl Permalink {
 
     /// Reads a query string (with or without the leading `?`).
     pub fn from_query(query: &str) -> Result<Self, PermalinkError> {
-        let query = query.strip_prefix('?').unwrap_or(query);
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| bad(part, "expected key=value"))?;
-            if pairs.iter().any(|(seen, _)| *seen == k) {
-                return Err(bad(k, "given twice"));
-            }
-            pairs.push((k, v));
-        }
-        let get = |k: &str| -> Result<&str, PermalinkError> {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| bad(k, "missing"))
-        };
-        let number = |k: &str| -> Result<u64, PermalinkError> {
-            get(k)?
-                .parse()
-                .map_err(|_| bad(k, "expected a non-negative whole number"))
-        };
-        let known = [
-            "v",
-            "artifact",
-            "image",
-            "attack",
-            "norm",
-            "eps",
-            "steps",
-            "eot",
-            "transform",
-            "mode",
-            "seed",
-        ];
-        if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(k)) {
-            return Err(bad(k, "unknown parameter"));
-        }
-        let version = number("v")?;
+        let pairs = Pairs::parse(query.strip_prefix('?').unwrap_or(query))?;
+        let version = pairs.number("v")?;
         if version != u64::from(VERSION) {
             return Err(bad(
                 "v",
                 format!("version {version}, this demo reads {VERSION}"),
             ));
         }
-        let artifact_sha256 = get("artifact")?.to_ascii_lowercase();
+        let artifact_sha256 = pairs.get("artifact")?.to_ascii_lowercase();
         if artifact_sha256.len() != 64 || !artifact_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(bad("artifact", "expected a SHA-256 of 64 hex digits"));
         }
-        let image_text = get("image")?;
-        let image = if let Some(i) = image_text.strip_prefix("sample:") {
-            ImageRef::Sample(
-                i.parse()
-                    .map_err(|_| bad("image", "sample index is not a number"))?,
-            )
-        } else if let Some(rest) = image_text.strip_prefix("pixels:") {
-            let (dims, data) = rest
-                .split_once(':')
-                .ok_or_else(|| bad("image", "expected pixels:<w>x<h>x<c>:<hex>"))?;
-            let d: Vec<usize> = dims
-                .split('x')
-                .map(|v| v.parse().map_err(|_| bad("image", "bad dimensions")))
-                .collect::<Result<_, _>>()?;
-            let [width, height, channels] = d[..] else {
-                return Err(bad("image", "expected three dimensions w x h x c"));
-            };
-            let values = unhex("image", data)?;
-            if values.len() != width * height * channels || values.is_empty() {
-                return Err(bad(
-                    "image",
-                    format!("{} values for {width}x{height}x{channels}", values.len()),
-                ));
-            }
-            ImageRef::Pixels {
-                width,
-                height,
-                channels,
-                values,
-            }
-        } else {
-            return Err(bad("image", "expected sample:<index> or pixels:..."));
-        };
-        let attack = match get("attack")? {
-            "fgsm" => DemoAttack::Fgsm,
-            "pgd" => DemoAttack::Pgd,
-            "apgd-ce" => DemoAttack::ApgdCe,
-            other => {
-                return Err(bad(
-                    "attack",
-                    format!("{other}: expected fgsm, pgd or apgd-ce"),
-                ));
-            }
-        };
-        let norm = get("norm")?;
-        if norm != "linf" && norm != "l2" {
-            return Err(bad("norm", format!("{norm}: expected linf or l2")));
-        }
-        let eps: f64 = get("eps")?
+        let eps: f64 = pairs
+            .get("eps")?
             .parse()
             .map_err(|_| bad("eps", "not a number"))?;
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(bad("eps", format!("{eps}: must be finite and >= 0")));
         }
-        let (steps, eot) = (number("steps")?, number("eot")?);
-        if steps == 0 || eot == 0 {
-            return Err(bad(
-                if steps == 0 { "steps" } else { "eot" },
-                "must be at least 1",
-            ));
-        }
-        let transform = get("transform")?;
-        if !["rt1", "rt2", "rt3"].contains(&transform) {
-            return Err(bad(
-                "transform",
-                format!("{transform}: expected rt1, rt2 or rt3"),
-            ));
-        }
-        let mode = match get("mode")? {
-            "full" => DemoMode::Full,
-            "classifier-only" => DemoMode::ClassifierOnly,
-            other => {
-                return Err(bad(
-                    "mode",
-                    format!("{other}: expected full or classifier-only"),
-                ));
-            }
-        };
+        use DemoAttack::*;
+        use DemoMode::*;
         Ok(Permalink {
             artifact_sha256,
-            image,
-            attack,
-            norm: norm.to_string(),
+            image: parse_image(pairs.get("image")?)?,
+            attack: pairs.choice(
+                "attack",
+                &[("fgsm", Fgsm), ("pgd", Pgd), ("apgd-ce", ApgdCe)],
+            )?,
+            norm: pairs
+                .choice("norm", &[("linf", "linf"), ("l2", "l2")])?
+                .to_string(),
             eps,
-            steps: steps as usize,
-            eot: eot as usize,
-            transform: transform.to_string(),
-            mode,
-            seed: number("seed")?,
+            steps: pairs.budget("steps", MAX_STEPS)?,
+            eot: pairs.budget("eot", MAX_EOT)?,
+            transform: pairs
+                .choice(
+                    "transform",
+                    &[("rt1", "rt1"), ("rt2", "rt2"), ("rt3", "rt3")],
+                )?
+                .to_string(),
+            mode: pairs.choice(
+                "mode",
+                &[("full", Full), ("classifier-only", ClassifierOnly)],
+            )?,
+            seed: pairs.number("seed")?,
         })
     }
 }
@@ -324,7 +371,7 @@ mod tests {
         assert_eq!(
             query,
             format!(
-                "v=1&artifact={}&image=sample:12&attack=pgd&norm=linf&eps=0.1&steps=10&eot=4&transform=rt2&mode=full&seed=42",
+                "v=2&artifact={}&image=sample:12&attack=pgd&norm=linf&eps=0.1&steps=10&eot=4&transform=rt2&mode=full&seed=42",
                 "ab".repeat(32)
             )
         );
@@ -351,7 +398,7 @@ mod tests {
     fn bad_links_name_the_parameter() {
         let good = example().to_query();
         let cases = [
-            (good.replace("v=1", "v=2"), "v"),
+            (good.replace("v=2", "v=3"), "v"),
             (good.replace("eps=0.1", "eps=-1"), "eps"),
             (good.replace("eps=0.1", "eps=abc"), "eps"),
             (good.replace("steps=10", "steps=0"), "steps"),
@@ -366,10 +413,31 @@ mod tests {
             (good.replace("&seed=42", ""), "seed"),
             (format!("{good}&extra=1"), "extra"),
             (format!("{good}&seed=3"), "seed"),
+            // Hostile input: a non-ASCII character inside the hex, sides
+            // whose product overflows usize, and budgets that would hang.
+            (
+                good.replace("image=sample:12", "image=pixels:1x1x1:\u{e9}"),
+                "image",
+            ),
+            (
+                good.replace("image=sample:12", "image=pixels:2x1x1:0\u{e9}0"),
+                "image",
+            ),
+            (
+                good.replace(
+                    "image=sample:12",
+                    &format!("image=pixels:{}x{}x3:00", usize::MAX, usize::MAX),
+                ),
+                "image",
+            ),
+            (good.replace("steps=10", "steps=100000000"), "steps"),
+            (good.replace("eot=4", "eot=1000000"), "eot"),
         ];
         for (query, parameter) in cases {
             let err = Permalink::from_query(&query).unwrap_err();
             assert_eq!(err.parameter, parameter, "{query}: {err}");
         }
+        let err = Permalink::from_query(&good.replace("steps=10", "steps=100000000")).unwrap_err();
+        assert!(err.problem.contains("limit of 1000"), "{err}");
     }
 }
