@@ -215,13 +215,7 @@ pub fn run(
         let target = ClassifierTarget(&frozen);
         // Labels = the model's own predictions, so every point is attacked
         // (APGD, like torchattacks', skips points already misclassified).
-        let predicted: Vec<i64> = frozen
-            .forward(x.clone())?
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap_or_default();
+        let predicted = atop::host::ints(frozen.forward(x.clone())?.argmax(1), "predictions")?;
         let labels = &predicted;
         let pgd20 = PgdConfig {
             steps: 20,

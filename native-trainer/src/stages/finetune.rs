@@ -140,7 +140,7 @@ impl Stage for FinetuneStage<'_> {
             let (x, y) = self.val.batch(chunk, None, &self.device);
             let x_adv = training_attack(&self.cfg, &self.classifier, Some(&defense), x, &y, rng)?;
             let logits = defense.forward(x_adv, rng)?.logits.detach();
-            right += correct(logits, &y);
+            right += correct(logits, &y)?;
         }
         Ok(right as f64 / self.val.len().max(1) as f64)
     }

@@ -51,14 +51,9 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
 }
 
 /// Number of correct predictions.
-pub fn correct(logits: Tensor<2>, labels: &[i64]) -> usize {
-    let preds: Vec<i64> = logits
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .unwrap_or_default();
-    preds.iter().zip(labels).filter(|(p, y)| p == y).count()
+pub fn correct(logits: Tensor<2>, labels: &[i64]) -> anyhow::Result<usize> {
+    let preds = atop::host::ints(logits.argmax(1), "predictions")?;
+    Ok(preds.iter().zip(labels).filter(|(p, y)| p == y).count())
 }
 
 /// Adam with the stage's betas and PyTorch's epsilon (1e-8; burn's default
@@ -99,7 +94,7 @@ pub fn accuracy(
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch) {
         let (x, y) = data.batch(chunk, None, device);
-        right += correct(classifier.forward(x)?.detach(), &y);
+        right += correct(classifier.forward(x)?.detach(), &y)?;
     }
     Ok(right as f64 / data.len().max(1) as f64)
 }

@@ -163,7 +163,7 @@ impl ApgdRun {
             }
         };
         let x_adv = start.clamp(0.0, 1.0);
-        let ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?.into_host();
+        let ev = evaluate(target, &x_adv, y, targets, loss, cfg.eot, rng)?.into_host()?;
         let checkpoints = cfg.checkpoints();
         Ok(Self {
             x: x.clone(),
@@ -236,7 +236,7 @@ impl ApgdRun {
             cfg.eot,
             rng,
         )?
-        .into_host();
+        .into_host()?;
         self.grad = ev.grad;
 
         let wrong_mask = sample_mask(&ev.wrong, dims, &device);
@@ -416,7 +416,7 @@ pub fn apgd_targeted<T: AttackTarget + ?Sized>(
     let targets_count = target_classes.min(k - 1);
     let (_, order) = clean.sort_descending_with_indices(1);
     // ranked[i][r]: the class ranked r-th for point i (0 = top).
-    let ranked = to_i64(order.reshape([n * k]));
+    let ranked = to_i64(order.reshape([n * k]), "target ranking")?;
     let rounds = targets_count * cfg.restarts;
     on_robust_points(target, &x, labels, rounds, rng, |round, xs, idx, rng| {
         let rank = 1 + round / cfg.restarts;

@@ -54,15 +54,12 @@ pub(crate) fn int_tensor(values: &[i64], device: &burn::tensor::Device) -> Tenso
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
-pub(crate) fn to_f32(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap_or_default()
+pub(crate) fn to_f32(t: Tensor<1>, what: &str) -> Result<Vec<f32>> {
+    crate::host::floats(t, what)
 }
 
-pub(crate) fn to_i64(t: Tensor<1, Int>) -> Vec<i64> {
-    t.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .unwrap_or_default()
+pub(crate) fn to_i64(t: Tensor<1, Int>, what: &str) -> Result<Vec<i64>> {
+    crate::host::ints(t, what)
 }
 
 /// Per-sample Euclidean norm, shaped [n, 1, 1, 1] for broadcasting.
@@ -257,16 +254,12 @@ pub(crate) struct DeviceEvaluation {
 
 impl DeviceEvaluation {
     /// Reads loss and prediction back to the host (blocking).
-    pub fn into_host(self) -> Evaluation {
-        Evaluation {
+    pub fn into_host(self) -> Result<Evaluation> {
+        Ok(Evaluation {
             grad: self.grad,
-            loss: to_f32(self.loss),
-            wrong: self
-                .wrong
-                .into_data()
-                .try_to_vec::<bool>()
-                .unwrap_or_default(),
-        }
+            loss: to_f32(self.loss, "attack loss")?,
+            wrong: crate::host::bools(self.wrong, "attack predictions")?,
+        })
     }
 }
 
@@ -388,8 +381,8 @@ pub fn gradient_health<T: AttackTarget + ?Sized>(
     let dims = x.dims();
     check_labels(labels, dims)?;
     let y = int_tensor(labels, &x.device());
-    let ev = evaluate(target, x, &y, None, AttackLoss::CrossEntropy, 1, rng)?.into_host();
-    let g: Vec<f32> = ev.grad.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let ev = evaluate(target, x, &y, None, AttackLoss::CrossEntropy, 1, rng)?.into_host()?;
+    let g = crate::host::floats(ev.grad, "input gradient")?;
     let size = g.len() / dims[0].max(1);
     let (mut zero, mut non_finite) = (0, 0);
     for sample in g.chunks(size.max(1)) {

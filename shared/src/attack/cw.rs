@@ -107,9 +107,14 @@ pub fn carlini_wagner_l2<T: AttackTarget + ?Sized>(
         let grads = loss.sum().backward();
         let g = input_gradient(&wt, &grads)?;
         // Record successes of this iterate before stepping.
-        let fooled: Vec<bool> = to_f32(margin.detach()).iter().map(|&m| m > 0.0).collect();
-        let dist: Vec<f32> =
-            to_f32(per_sample_norm(x_adv.clone().detach() - x.clone()).reshape([n]));
+        let fooled: Vec<bool> = to_f32(margin.detach(), "C&W margin")?
+            .iter()
+            .map(|&m| m > 0.0)
+            .collect();
+        let dist: Vec<f32> = to_f32(
+            per_sample_norm(x_adv.clone().detach() - x.clone()).reshape([n]),
+            "C&W distance",
+        )?;
         let better: Vec<bool> = (0..n)
             .map(|i| fooled[i] && dist[i] < best_dist[i])
             .collect();

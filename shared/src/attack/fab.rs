@@ -183,8 +183,8 @@ fn fab_run<T: AttackTarget + ?Sized>(
         let f = pick(&t) - pick(&y);
         let grads = f.clone().sum().backward();
         let g = input_gradient(&xt, &grads)?;
-        let f: Vec<f32> = super::common::to_f32(f.detach());
-        let g: Vec<f32> = g.into_data().try_to_vec::<f32>().unwrap_or_default();
+        let f = super::common::to_f32(f.detach(), "FAB margin")?;
+        let g = crate::host::floats(g, "FAB margin gradient")?;
         for i in 0..n {
             let gi = &g[i * size..(i + 1) * size];
             let xi = x1[i * size..(i + 1) * size].to_vec();
@@ -260,7 +260,7 @@ pub fn fab_targeted<T: AttackTarget + ?Sized>(
         return Err(AtopError::config("attack", "FAB needs at least 2 classes"));
     }
     let (_, order) = clean.sort_descending_with_indices(1);
-    let ranked = to_i64(order.reshape([n * k]));
+    let ranked = to_i64(order.reshape([n * k]), "target ranking")?;
     let mut out = host_values(&x)?;
     let mut fooled = wrong_once(target, &x, labels, rng)?;
     let tolerance = 1e-6f32;

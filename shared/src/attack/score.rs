@@ -65,7 +65,7 @@ pub fn score_randomized<T: AttackTarget + ?Sized>(
     for _ in 0..draws {
         let logits = target.logits(x.clone().detach(), rng)?.detach();
         let right = logits.argmax(1).reshape([n]).equal(y.clone());
-        let right: Vec<bool> = right.into_data().try_to_vec::<bool>().unwrap_or_default();
+        let right = crate::host::bools(right, "correct predictions")?;
         for (c, r) in counts.iter_mut().zip(right) {
             *c += usize::from(r);
         }

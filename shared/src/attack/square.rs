@@ -170,7 +170,7 @@ fn margins<T: AttackTarget + ?Sized>(
     let y: Vec<i64> = subset.iter().map(|&i| labels[i]).collect();
     let loss = per_sample_loss(AttackLoss::Margin, logits, &int_tensor(&y, device), None)?;
     // Margin loss is (max other - true); the search minimises true - max other.
-    Ok(super::common::to_f32(loss)
+    Ok(super::common::to_f32(loss, "Square margin")?
         .into_iter()
         .map(|m| -m)
         .collect())
