@@ -7,7 +7,7 @@
 #   scripts/make-demo-artifact.sh [QUICKSTART_DIR]
 #
 # Writes web-demo/assets/fmnist-demo.safetensors (committed) and prints its
-# payload SHA-256, the hash permalinks name.
+# defense SHA-256, the identity permalinks name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${1:-runs/quickstart}

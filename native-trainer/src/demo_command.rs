@@ -10,8 +10,8 @@ use atop::demo::{self, DemoAttackRun, DemoModels, Permalink};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
-use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
+use crate::fsutil::write_atomic;
 use crate::pipeline::{read_artifact, write_artifact};
 
 /// Indices of `count` test images, classes taken in turn (the first unused
@@ -77,16 +77,15 @@ pub fn export_web(
         bundled = bundled.to_half();
     }
     write_artifact(out, &bundled)?;
-    println!(
-        "{}: {} weights, {} {} test images (indices {:?}), payload sha256 {}",
+    crate::stdout::print(&format!(
+        "{}: {} weights, {} {} test images (indices {:?}), defense sha256 {}",
         out.display(),
         if half { "f16" } else { "f32" },
         subset.len(),
         subset.name,
         indices,
-        bundled.manifest.payload_sha256
-    );
-    Ok(())
+        bundled.manifest.defense_sha256
+    ))
 }
 
 /// What `atop attack` prints: the numbers the browser shows for the same link.
@@ -118,7 +117,7 @@ fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 
 /// `atop attack`: replays a demo permalink on `artifact_path`.
 pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
-    // The page's links carry the settings in the fragment (`...#v=1&...`).
+    // The page's links carry the settings in the fragment (`...#v=2&...`).
     let query = link
         .rsplit_once('#')
         .or_else(|| link.rsplit_once('?'))
@@ -126,11 +125,11 @@ pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<Attac
     let link = Permalink::from_query(query).context("--link")?;
     let name = artifact_path.display().to_string();
     let artifact = read_artifact(artifact_path)?;
-    if artifact.manifest.payload_sha256 != link.artifact_sha256 {
+    if artifact.manifest.defense_sha256 != link.artifact_sha256 {
         bail!(
             "--link names artifact {} but {name} holds {}",
             link.artifact_sha256,
-            artifact.manifest.payload_sha256
+            artifact.manifest.defense_sha256
         );
     }
     let models = DemoModels::load(&artifact, device, &name)?;
@@ -173,10 +172,7 @@ pub fn emit(report: &AttackReport, path: Option<&Path>) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     match path {
         Some(p) => write_atomic(p, json.as_bytes()),
-        None => {
-            println!("{json}");
-            Ok(())
-        }
+        None => crate::stdout::print(&json),
     }
 }
 

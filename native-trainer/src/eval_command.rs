@@ -21,6 +21,53 @@ pub struct EvalRequest<'a> {
     pub protocol: Option<&'a Path>,
     pub shard: Option<Shard>,
     pub command_line: &'a str,
+    /// Evaluate with the run configuration's [transform] and purify size
+    /// instead of each artifact's (an ablation, said so in the report).
+    pub override_transform: bool,
+    /// The `--set` overrides, to refuse transform settings that would be ignored.
+    pub overrides: &'a [String],
+}
+
+/// The defense an artifact holds, with its transform, or the override.
+fn defense_input<'p>(
+    name: &str,
+    path: &Path,
+    artifact: &atop::artifact::Artifact,
+    purifier: &'p atop::model::Purifier,
+    cfg: &RunConfig,
+    override_transform: bool,
+) -> Result<pipeline::DefenseInput<'p>> {
+    let m = &artifact.manifest;
+    let identity = format!(
+        "artifact {} (defense sha256 {})",
+        path.display(),
+        m.defense_sha256
+    );
+    if override_transform {
+        return Ok(pipeline::DefenseInput {
+            name: name.into(),
+            purifier,
+            transform: cfg.transform.clone(),
+            purify_size: cfg.data.purify_size,
+            source: format!(
+                "OVERRIDE (--override-transform): the run configuration's [transform] and \
+                 data.purify_size, not those {identity} was trained with"
+            ),
+        });
+    }
+    let transform = m.transform.clone().with_context(|| {
+        format!(
+            "{}: the manifest names no transform; give one with --override-transform",
+            path.display()
+        )
+    })?;
+    Ok(pipeline::DefenseInput {
+        name: name.into(),
+        purifier,
+        transform,
+        purify_size: m.purify_size,
+        source: identity,
+    })
 }
 
 /// The configuration with its [eval] table replaced by a protocol file.
@@ -51,12 +98,13 @@ pub fn state_path(out: &Path, shard: Option<Shard>) -> PathBuf {
 pub fn protocol_hash(
     cfg: &RunConfig,
     artifacts: &[(String, String)],
+    defenses: &[report::DefenseRecord],
     shard: Option<Shard>,
 ) -> String {
     let mut h = Sha256::new();
     h.update(serde_json::to_string(&cfg.eval).unwrap_or_default());
     h.update(cfg.run.seed.to_le_bytes());
-    h.update(serde_json::to_string(&cfg.transform).unwrap_or_default());
+    h.update(serde_json::to_string(defenses).unwrap_or_default());
     for (_, sha) in artifacts {
         h.update(sha.as_bytes());
     }
@@ -66,6 +114,17 @@ pub fn protocol_hash(
 
 pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<EvalReport> {
     let start = Instant::now();
+    if !req.override_transform
+        && let Some(o) = req
+            .overrides
+            .iter()
+            .find(|o| o.starts_with("transform.") || o.starts_with("data.purify_size"))
+    {
+        bail!(
+            "--set {o}: atop eval takes the transform and purify size from the artifact; \
+             add --override-transform to evaluate with the run configuration's instead (an ablation)"
+        );
+    }
     let cfg = with_protocol(cfg, req.protocol)?;
     let data = pipeline::load_data(&cfg)?;
     let artifact = pipeline::read_artifact(req.artifact)?;
@@ -77,21 +136,38 @@ pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Resu
         Some(b) => {
             let a = pipeline::read_artifact(b)?;
             artifacts.push((b.display().to_string(), sha256_hex(&std::fs::read(b)?)));
-            Some(a.purifier(device, &b.display().to_string())?)
+            let p = a.purifier(device, &b.display().to_string())?;
+            Some((a, p))
         }
         None => None,
     };
-    let mut purifiers = vec![("defense", &purifier)];
-    if let Some(b) = &base {
-        purifiers.insert(0, ("baseline defense", b));
+    let mut inputs = Vec::new();
+    if let (Some(b), Some((a, p))) = (req.baseline, &base) {
+        inputs.push(defense_input(
+            "baseline defense",
+            b,
+            a,
+            p,
+            &cfg,
+            req.override_transform,
+        )?);
     }
+    inputs.push(defense_input(
+        "defense",
+        req.artifact,
+        &artifact,
+        &purifier,
+        &cfg,
+        req.override_transform,
+    )?);
+    let defenses = report::records(&inputs);
     let run = EvalRun {
         state_path: Some(state_path(req.out, req.shard)),
-        protocol_hash: protocol_hash(&cfg, &artifacts, req.shard),
+        protocol_hash: protocol_hash(&cfg, &artifacts, &defenses, req.shard),
         resume: req.resume,
         shard: req.shard,
     };
-    let report = pipeline::run_eval(&cfg, &data, &classifier, &purifiers, device, &run)?;
+    let report = pipeline::run_eval(&cfg, &data, &classifier, &inputs, device, &run)?;
     let title = match req.shard {
         Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
         None => "atop eval".into(),
@@ -101,6 +177,7 @@ pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Resu
         &report::Report {
             title: title.clone(),
             artifacts,
+            defenses,
             dataset: data.test.name.clone(),
             command: req.command_line.into(),
             elapsed_seconds: start.elapsed().as_secs_f64(),
@@ -111,7 +188,7 @@ pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Resu
     if let Some(p) = &run.state_path {
         let _ = std::fs::remove_file(p);
     }
-    println!("{md}");
+    crate::stdout::print(&md)?;
     Ok(report)
 }
 
@@ -153,19 +230,21 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Resu
     // The shards' compute time, summed.
     let elapsed = stored.iter().map(|r| r.elapsed_seconds).sum();
     let (artifacts, dataset) = (stored[0].artifacts.clone(), stored[0].dataset.clone());
+    let defenses = stored[0].defenses.clone();
     let parts: Vec<EvalReport> = stored.into_iter().map(|r| r.eval).collect();
-    let defenses = parts[0]
+    let defense_count = parts[0]
         .rows
         .iter()
         .filter(|r| r.attack == "clean" && r.model != "classifier")
         .count();
-    let merged = crate::eval::merge(&parts, &names, defenses)?;
+    let merged = crate::eval::merge(&parts, &names, defense_count)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let md = report::write(
         out,
         &report::Report {
             title: format!("atop eval (merged from {} shards)", parts.len()),
             artifacts,
+            defenses,
             dataset,
             command: command_line.into(),
             elapsed_seconds: elapsed,
@@ -173,6 +252,6 @@ pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Resu
             training: None,
         },
     )?;
-    println!("{md}");
+    crate::stdout::print(&md)?;
     Ok(merged)
 }

@@ -8,12 +8,14 @@ mod data;
 mod demo_command;
 mod eval;
 mod eval_command;
+mod fsutil;
 mod metrics;
 mod pipeline;
 mod plot;
 mod report;
 mod runner;
 mod stages;
+mod stdout;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,6 +93,10 @@ enum Command {
         /// Evaluate only the batches b with b % n == i (e.g. `--shard 0/4`).
         #[arg(long, value_name = "I/N")]
         shard: Option<eval::Shard>,
+        /// Use the run configuration's [transform] and data.purify_size
+        /// instead of the artifacts' (an ablation; the report says so).
+        #[arg(long)]
+        override_transform: bool,
     },
     /// Combine the report.json files of `atop eval --shard i/n` runs
     /// (invoked as `atop eval merge`).
@@ -123,7 +129,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Verify an artifact (format version, payload hash) and print its manifest.
+    /// Verify an artifact (format version, payload hash, defense identity,
+    /// configurations against tensors) and print its manifest.
     Inspect {
         artifact: PathBuf,
         /// Print the manifest as JSON only.
@@ -138,7 +145,7 @@ enum Command {
         /// The artifact the link names (by its payload SHA-256).
         #[arg(long)]
         artifact: PathBuf,
-        /// The permalink, or just its query string (`v=1&artifact=...`).
+        /// The permalink, or just its query string (`v=2&artifact=...`).
         #[arg(long)]
         link: String,
         #[arg(long, default_value = "flex")]
@@ -224,13 +231,19 @@ fn main() -> ExitCode {
             let data = pipeline::load_data(cfg)?;
             let c = pipeline::read_artifact(&classifier)?;
             let p = pipeline::read_artifact(&purifier)?;
+            let (c_name, p_name) = (
+                classifier.display().to_string(),
+                purifier.display().to_string(),
+            );
             let inputs = pipeline::FinetuneInputs {
                 id: format!(
                     "{} {}",
-                    c.manifest.payload_sha256, p.manifest.payload_sha256
+                    c.manifest.defense_sha256, p.manifest.defense_sha256
                 ),
-                classifier: c.classifier(dev, &classifier.display().to_string())?,
-                purifier: p.purifier(dev, &purifier.display().to_string())?,
+                classifier: c.classifier(dev, &c_name)?,
+                classifier_config: c.manifest.classifier.clone().context("no classifier")?,
+                purifier: p.purifier(dev, &p_name)?,
+                purifier_config: p.manifest.purifier.clone().context("no purifier")?,
             };
             pipeline::finetune(cfg, &data, inputs, dev, &run.out, run.resume)?;
             draw_plots(&run.out, None)
@@ -241,6 +254,7 @@ fn main() -> ExitCode {
             baseline,
             protocol,
             shard,
+            override_transform,
         } => with_run(&run, |cfg, dev| {
             let request = eval_command::EvalRequest {
                 out: &run.out,
@@ -250,6 +264,8 @@ fn main() -> ExitCode {
                 protocol: protocol.as_deref(),
                 shard,
                 command_line: &command_line,
+                override_transform,
+                overrides: &run.overrides,
             };
             let report = eval_command::eval_command(cfg, dev, &request)?;
             draw_plots(&run.out, Some((&report, "atop eval")))
@@ -268,6 +284,12 @@ fn main() -> ExitCode {
             json,
         } => (|| {
             let cfg = RunConfig::load(&config, &overrides)?;
+            if repeats > 10_000 || batch == 0 || batch > config::limits::BATCH {
+                bail!(
+                    "--repeats {repeats} --batch {batch}: repeats must be at most 10000 and batch 1 to {}",
+                    config::limits::BATCH
+                );
+            }
             let rows = bench::run(
                 &cfg,
                 &select_device(&device)?,
@@ -276,7 +298,7 @@ fn main() -> ExitCode {
                 only.as_deref(),
             )?;
             if let Some(path) = json {
-                checkpoint::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+                fsutil::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
             }
             Ok(())
         })(),
@@ -286,6 +308,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stdout::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -296,8 +319,8 @@ fn main() -> ExitCode {
 fn with_run(run: &RunArgs, f: impl FnOnce(&RunConfig, &Device) -> Result<()>) -> Result<()> {
     let cfg = RunConfig::load(&run.config, &run.overrides)?;
     let device = select_device(&run.device)?;
-    std::fs::create_dir_all(&run.out)
-        .with_context(|| format!("cannot create output directory {}", run.out.display()))?;
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let _lock = fsutil::OutputLock::acquire(&run.out, &command_line)?;
     f(&cfg, &device)
 }
 
@@ -338,7 +361,9 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let pretrained = pipeline::pretrain(cfg, &data, device, out, run.resume)?;
     let inputs = pipeline::FinetuneInputs {
         classifier: classifier.model.clone(),
+        classifier_config: cfg.classifier.clone(),
         purifier: pretrained.model.clone(),
+        purifier_config: cfg.purifier.clone(),
         id: "quickstart".into(),
     };
     let finetuned = pipeline::finetune(cfg, &data, inputs, device, out, run.resume)?;
@@ -354,18 +379,31 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         sha(&pretrained.artifact_path)?,
         sha(&final_path)?,
     ];
+    let defense = |name: &str, purifier, path: &Path| pipeline::DefenseInput {
+        name: name.into(),
+        purifier,
+        transform: cfg.transform.clone(),
+        purify_size: cfg.data.purify_size,
+        source: format!("the run configuration, as trained into {}", path.display()),
+    };
+    let inputs = [
+        defense(
+            "RT+purifier (pre-trained)",
+            &pretrained.model,
+            &pretrained.artifact_path,
+        ),
+        defense("RT+purifier (AToP)", &finetuned.model, &final_path),
+    ];
+    let defenses = report::records(&inputs);
     let eval = pipeline::run_eval(
         cfg,
         &data,
         &classifier.model,
-        &[
-            ("RT+purifier (pre-trained)", &pretrained.model),
-            ("RT+purifier (AToP)", &finetuned.model),
-        ],
+        &inputs,
         device,
         &eval::EvalRun {
             state_path: Some(eval_command::state_path(out, None)),
-            protocol_hash: eval_command::protocol_hash(cfg, &artifacts, None),
+            protocol_hash: eval_command::protocol_hash(cfg, &artifacts, &defenses, None),
             resume: run.resume,
             shard: None,
         },
@@ -375,6 +413,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         &report::Report {
             title: "atop quickstart: Fashion-MNIST".into(),
             artifacts,
+            defenses,
             dataset: data.test.name.clone(),
             command: command_line.into(),
             elapsed_seconds: start.elapsed().as_secs_f64(),
@@ -387,7 +426,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         },
     )?;
     let _ = std::fs::remove_file(eval_command::state_path(out, None));
-    println!("{md}");
+    stdout::print(&md)?;
     draw_plots(out, Some((&eval, "atop quickstart: Fashion-MNIST")))
 }
 
@@ -426,19 +465,29 @@ fn redraw_plots(dir: &Path) -> Result<()> {
 
 fn inspect(path: &Path, json: bool) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let artifact = atop::artifact::Artifact::from_bytes(&bytes, &path.display().to_string())?;
+    let name = path.display().to_string();
+    let artifact = atop::artifact::Artifact::from_bytes(&bytes, &name)?;
+    artifact.check_models(&Device::flex(), &name)?;
     let manifest = &artifact.manifest;
     let text = serde_json::to_string_pretty(manifest)?;
     if json {
-        println!("{text}");
-        return Ok(());
+        return stdout::print(&text);
     }
-    println!("artifact        {}", path.display());
-    println!("file sha256     {}", sha256_hex(&bytes));
-    println!("payload sha256  {} (verified)", manifest.payload_sha256);
-    println!("format version  {}", manifest.format_version);
-    println!("written by      atop {}", manifest.code_version);
-    println!("tensors         {}", artifact.tensors.len());
-    println!("manifest:\n{text}");
-    Ok(())
+    stdout::print(&format!(
+        "artifact        {}\n\
+         file sha256     {}\n\
+         payload sha256  {} (verified)\n\
+         defense sha256  {} (verified: weights, model configurations, transform)\n\
+         format version  {}\n\
+         written by      atop {}\n\
+         tensors         {}\n\
+         manifest:\n{text}",
+        path.display(),
+        sha256_hex(&bytes),
+        manifest.payload_sha256,
+        manifest.defense_sha256,
+        manifest.format_version,
+        manifest.code_version,
+        artifact.tensors.len()
+    ))
 }

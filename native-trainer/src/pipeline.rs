@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
 use atop::defense::Defense;
-use atop::model::{Classifier, Purifier};
+use atop::model::{Classifier, ClassifierConfig, Purifier, PurifierConfig};
+use atop::transform::TransformConfig;
 use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
 use crate::data::{self, Dataset};
 use crate::eval::{EvalReport, EvalRun, evaluate, subset_indices};
+use crate::fsutil::write_atomic;
 use crate::runner::{Schedule, run_stage};
 use crate::stages::classifier::ClassifierStage;
 use crate::stages::finetune::FinetuneStage;
@@ -209,6 +210,7 @@ pub fn pretrain(
     m.classifier = None;
     m.purifier = Some(cfg.purifier.clone());
     m.transform = Some(cfg.transform.clone());
+    m.purify_size = cfg.data.purify_size;
     if let Some(v) = outcome.best_score {
         m.metrics.push(Metric {
             name: "validation_reconstruction_l1".into(),
@@ -226,10 +228,13 @@ pub fn pretrain(
     })
 }
 
-/// What fine-tuning starts from.
+/// What fine-tuning starts from: the models and the configurations that
+/// describe them (from their artifacts, not from the run configuration).
 pub struct FinetuneInputs {
     pub classifier: Classifier,
+    pub classifier_config: ClassifierConfig,
     pub purifier: Purifier,
+    pub purifier_config: PurifierConfig,
     /// Identifies the inputs (their payload hashes) in the checkpoint's config hash.
     pub id: String,
 }
@@ -246,7 +251,9 @@ pub fn finetune(
 ) -> Result<StageResult<Purifier>> {
     let FinetuneInputs {
         classifier,
+        classifier_config,
         purifier,
+        purifier_config,
         id,
     } = inputs;
     let train_device = device.clone().autodiff();
@@ -273,8 +280,10 @@ pub fn finetune(
     )?;
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "finetune");
-    m.purifier = Some(cfg.purifier.clone());
+    m.classifier = Some(classifier_config);
+    m.purifier = Some(purifier_config);
     m.transform = Some(cfg.transform.clone());
+    m.purify_size = cfg.data.purify_size;
     if let Some(v) = outcome.best_score {
         m.metrics.push(Metric {
             name: "validation_robust_accuracy_training_attack".into(),
@@ -297,29 +306,35 @@ pub fn finetune(
     })
 }
 
-/// Evaluates the classifier and defenses built from `purifiers`.
+/// A defense to evaluate: the purifier with the transform and purify size
+/// it goes with (its artifact's, or an explicit override).
+pub struct DefenseInput<'a> {
+    pub name: String,
+    pub purifier: &'a Purifier,
+    pub transform: TransformConfig,
+    pub purify_size: usize,
+    /// Where transform and purify size come from, as the report says it.
+    pub source: String,
+}
+
+/// Evaluates the classifier and the given defenses.
 pub fn run_eval(
     cfg: &RunConfig,
     data: &RunData,
     classifier: &Classifier,
-    purifiers: &[(&str, &Purifier)],
+    inputs: &[DefenseInput],
     device: &Device,
     run: &EvalRun,
 ) -> Result<EvalReport> {
     let ad = device.clone().autodiff();
     let classifier = classifier.clone().fork(&ad).freeze();
-    let defenses: Vec<(String, Defense)> = purifiers
+    let defenses: Vec<(String, Defense)> = inputs
         .iter()
-        .map(|(name, p)| {
-            (
-                name.to_string(),
-                Defense::new(
-                    cfg.transform.clone(),
-                    (*p).clone().fork(&ad).freeze(),
-                    classifier.clone(),
-                )
-                .with_purify_size(cfg.data.purify_size),
-            )
+        .map(|d| {
+            let purifier = d.purifier.clone().fork(&ad).freeze();
+            let defense = Defense::new(d.transform.clone(), purifier, classifier.clone())
+                .with_purify_size(d.purify_size);
+            (d.name.clone(), defense)
         })
         .collect();
     let refs: Vec<(&str, &Defense)> = defenses.iter().map(|(n, d)| (n.as_str(), d)).collect();

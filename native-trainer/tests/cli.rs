@@ -83,9 +83,9 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     let sha = Artifact::from_bytes(&bytes, artifact)
         .unwrap()
         .manifest
-        .payload_sha256;
+        .defense_sha256;
     let link = format!(
-        "v=1&artifact={sha}&image=sample:0&attack=fgsm&norm=linf&eps=0.1&steps=1&eot=1&transform=rt1&mode=classifier-only&seed=3"
+        "v=2&artifact={sha}&image=sample:0&attack=fgsm&norm=linf&eps=0.1&steps=1&eot=1&transform=rt1&mode=classifier-only&seed=3"
     );
     let (ok, stdout, stderr) = atop(&["attack", "--artifact", artifact, "--link", &link]);
     assert!(ok, "{stderr}");
@@ -108,4 +108,91 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     let bad = link.replace("eps=0.1", "eps=-2");
     let (ok, _, stderr) = atop(&["attack", "--artifact", artifact, "--link", &bad]);
     assert!(!ok && stderr.contains("`eps`"), "{stderr}");
+}
+
+/// Rewrites the manifest in a safetensors file's header, tensors untouched,
+/// as someone editing the JSON by hand would.
+fn edit_manifest(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let text = header["__metadata__"]["atop"].as_str().unwrap().to_string();
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut manifest);
+    header["__metadata__"]["atop"] = manifest.to_string().into();
+    let mut new_header = header.to_string().into_bytes();
+    while new_header.len() % 8 != 0 {
+        new_header.push(b' ');
+    }
+    let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
+    out.extend(new_header);
+    out.extend(&bytes[8 + n..]);
+    out
+}
+
+#[test]
+fn an_edited_manifest_is_not_verified() {
+    let dir = std::env::temp_dir().join(format!("atop-cli-edit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web-demo/assets/fmnist-demo.safetensors"
+    );
+    let bytes = std::fs::read(demo).unwrap();
+    let (ok, stdout, stderr) = atop(&["inspect", demo]);
+    assert!(ok && stdout.contains("defense sha256"), "{stderr}");
+
+    // The transform is part of the defense: editing it is caught.
+    let edited = dir.join("edited-transform.safetensors");
+    std::fs::write(
+        &edited,
+        edit_manifest(&bytes, |m| m["transform"]["missing_rate"] = 0.95.into()),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = atop(&["inspect", edited.to_str().unwrap()]);
+    assert!(
+        !ok && !stdout.contains("verified") && stderr.contains("defense identity mismatch"),
+        "{stdout}{stderr}"
+    );
+    assert!(stderr.contains("edited-transform.safetensors"), "{stderr}");
+
+    // A manifest whose identity was recomputed but whose classifier width
+    // does not describe the tensors: inspect builds the models and refuses.
+    let width = dir.join("edited-width.safetensors");
+    std::fs::write(
+        &width,
+        edit_manifest(&bytes, |m| {
+            let w = m["classifier"]["width"].as_u64().unwrap();
+            m["classifier"]["width"] = (2 * w).into();
+            let mut manifest: Manifest = serde_json::from_value(m.clone()).unwrap();
+            manifest.defense_sha256 = manifest.defense_identity();
+            *m = serde_json::to_value(&manifest).unwrap();
+        }),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = atop(&["inspect", width.to_str().unwrap()]);
+    assert!(
+        !ok && !stdout.contains("verified") && stderr.contains("does not match its tensors"),
+        "{stdout}{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_exit_0() {
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../web-demo/assets/fmnist-demo.safetensors"
+    );
+    // The reading end is gone before atop writes: every write is EPIPE,
+    // as in `atop inspect FILE | head -0`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_atop"))
+        .args(["inspect", demo])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -28,7 +28,8 @@ use crate::params::{export_params, import_params};
 use crate::transform::TransformConfig;
 
 /// Version of the artifact layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the defense identity (`defense_sha256`) and `purify_size`.
+pub const FORMAT_VERSION: u32 = 2;
 /// Header metadata key that holds the manifest.
 pub const MANIFEST_KEY: &str = "atop";
 pub const CLASSIFIER_PREFIX: &str = "classifier.";
@@ -78,6 +79,10 @@ pub struct Manifest {
     pub classifier: Option<ClassifierConfig>,
     pub purifier: Option<PurifierConfig>,
     pub transform: Option<TransformConfig>,
+    /// Side the purifier works at (images are resized to it and back);
+    /// 0 = the images' own size.
+    #[serde(default)]
+    pub purify_size: usize,
     pub dataset: Option<DatasetInfo>,
     /// Named seeds of the run (training, data split, evaluation subset, ...).
     #[serde(default)]
@@ -90,6 +95,57 @@ pub struct Manifest {
     /// SHA-256 of the tensor payload; filled in when the artifact is written.
     #[serde(default)]
     pub payload_sha256: String,
+    /// The artifact's identity: SHA-256 of everything that decides what the
+    /// defense computes (see [`Manifest::defense_identity`]). Permalinks,
+    /// reports and the browser cite it; metrics stay outside it.
+    #[serde(default)]
+    pub defense_sha256: String,
+}
+
+/// The fields of a manifest that decide what the defense computes.
+#[derive(Serialize)]
+struct DefenseFields<'a> {
+    format_version: u32,
+    payload_sha256: &'a str,
+    classifier: &'a Option<ClassifierConfig>,
+    purifier: &'a Option<PurifierConfig>,
+    transform: &'a Option<TransformConfig>,
+    purify_size: usize,
+    image_shape: Option<[usize; 3]>,
+    class_names: Option<&'a [String]>,
+}
+
+impl Manifest {
+    /// SHA-256 over the defense: the tensor payload (weights and bundled
+    /// samples), the classifier configuration with its normalization, the
+    /// purifier configuration, the transform, the purify size, and the image
+    /// shape and class names. Editing any of them changes the identity;
+    /// metrics, seeds and the training record do not.
+    pub fn defense_identity(&self) -> String {
+        let fields = DefenseFields {
+            format_version: self.format_version,
+            payload_sha256: &self.payload_sha256,
+            classifier: &self.classifier,
+            purifier: &self.purifier,
+            transform: &self.transform,
+            purify_size: self.purify_size,
+            image_shape: self.dataset.as_ref().map(|d| d.image_shape),
+            class_names: self.dataset.as_ref().map(|d| d.class_names.as_slice()),
+        };
+        // Struct fields serialise in declaration order, so the JSON is canonical.
+        let json = serde_json::to_vec(&fields).unwrap_or_default();
+        let mut hasher = Sha256::new();
+        hasher.update(b"atop-defense\0");
+        hasher.update(json);
+        hex(&hasher.finalize())
+    }
+
+    /// Recomputes both hashes from `tensors`.
+    fn seal(&mut self, tensors: &BTreeMap<String, StoredTensor>) {
+        self.format_version = FORMAT_VERSION;
+        self.payload_sha256 = payload_sha256(tensors);
+        self.defense_sha256 = self.defense_identity();
+    }
 }
 
 impl Default for Manifest {
@@ -100,11 +156,13 @@ impl Default for Manifest {
             classifier: None,
             purifier: None,
             transform: None,
+            purify_size: 0,
             dataset: None,
             seeds: BTreeMap::new(),
             training: serde_json::Value::Null,
             metrics: Vec::new(),
             payload_sha256: String::new(),
+            defense_sha256: String::new(),
         }
     }
 }
@@ -290,15 +348,14 @@ impl Artifact {
                 },
             );
         }
-        manifest.format_version = FORMAT_VERSION;
-        manifest.payload_sha256 = payload_sha256(&tensors);
+        manifest.seal(&tensors);
         Ok(Self { manifest, tensors })
     }
 
     /// The file's bytes (safetensors with the manifest in the header).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut manifest = self.manifest.clone();
-        manifest.payload_sha256 = payload_sha256(&self.tensors);
+        manifest.seal(&self.tensors);
         let json = serde_json::to_string(&manifest).map_err(|e| {
             AtopError::artifact("(write)", format!("manifest does not serialise: {e}"))
         })?;
@@ -398,6 +455,14 @@ impl Artifact {
                 manifest.payload_sha256
             )));
         }
+        let identity = manifest.defense_identity();
+        if identity != manifest.defense_sha256 {
+            return Err(err(format!(
+                "defense identity mismatch: the manifest says {}, its weights, model configurations, \
+                 transform and purify size hash to {identity} (the manifest was edited)",
+                manifest.defense_sha256
+            )));
+        }
         Ok(Self { manifest, tensors })
     }
 
@@ -449,12 +514,37 @@ impl Artifact {
         })
     }
 
+    /// Builds every model the manifest names and loads its tensors, so a
+    /// configuration that does not describe the tensors (a width edited in
+    /// the manifest, say) is an error here rather than at first use.
+    pub fn check_models(&self, device: &Device, source_name: &str) -> Result<()> {
+        if self.manifest.classifier.is_some() {
+            self.classifier(device, source_name)?;
+        }
+        if self.manifest.purifier.is_some() {
+            self.purifier(device, source_name)?;
+        }
+        let unclaimed = self.tensors.keys().find(|name| {
+            let claimed = |prefix: &str, present: bool| present && name.starts_with(prefix);
+            !(claimed(CLASSIFIER_PREFIX, self.manifest.classifier.is_some())
+                || claimed(PURIFIER_PREFIX, self.manifest.purifier.is_some())
+                || name.starts_with("samples."))
+        });
+        match unclaimed {
+            Some(name) => Err(AtopError::artifact(
+                source_name,
+                format!("tensor `{name}` belongs to no model the manifest names"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The same artifact with `samples` bundled (replacing any there), for
     /// the browser demo; the payload hash is recomputed.
     pub fn with_samples(mut self, samples: &Samples) -> Result<Self> {
         let bundled = Artifact::new(Manifest::default(), None, None, Some(samples))?;
         self.tensors.extend(bundled.tensors);
-        self.manifest.payload_sha256 = payload_sha256(&self.tensors);
+        self.manifest.seal(&self.tensors);
         Ok(self)
     }
 
@@ -474,7 +564,7 @@ impl Artifact {
                 };
             }
         }
-        self.manifest.payload_sha256 = payload_sha256(&self.tensors);
+        self.manifest.seal(&self.tensors);
         self
     }
 

@@ -21,6 +21,8 @@ pub mod attack;
 pub mod defense;
 pub mod demo;
 pub mod error;
+pub mod formats;
+pub mod host;
 pub mod model;
 pub mod params;
 pub mod rng;

@@ -39,7 +39,7 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn sha256(&self) -> &str {
-        &self.artifact.manifest.payload_sha256
+        &self.artifact.manifest.defense_sha256
     }
 }
 
@@ -186,7 +186,7 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
-/// Reads and verifies an artifact (format, payload hash, models) and makes
+/// Reads and verifies an artifact (format, payload hash, defense identity, models) and makes
 /// it the page's; on any error the previous artifact stays loaded.
 fn load_artifact(app: &Shared, bytes: Vec<u8>, name: &str) -> Result<(), String> {
     let artifact = Artifact::from_bytes(&bytes, name).map_err(|e| format!("Refused: {e}"))?;
@@ -196,8 +196,8 @@ fn load_artifact(app: &Shared, bytes: Vec<u8>, name: &str) -> Result<(), String>
     set_text(
         "artifact-name",
         &format!(
-            "{name} (payload sha256 {}…)",
-            &artifact.manifest.payload_sha256[..12]
+            "{name} (defense sha256 {}…)",
+            &artifact.manifest.defense_sha256[..12]
         ),
     );
     let mut state = app.borrow_mut();
