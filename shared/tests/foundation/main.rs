@@ -6,6 +6,7 @@ mod autoattack;
 mod common;
 mod defense;
 mod demo;
+mod hostile;
 mod models;
 mod parity;
 mod transform;
