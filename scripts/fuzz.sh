@@ -15,13 +15,19 @@ if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain here; the property tests carry the invariants" >&2
   exit 2
 fi
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >&2
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atop-rs/target}-fuzz"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz >&2 || cargo install cargo-fuzz >&2
+fi
+# Sanitizer builds go to their own target directory (outside the clone, so
+# repeated runs on one machine build incrementally).
+target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/atop-rs/target}-fuzz"
+unset CARGO_TARGET_DIR
+cargo +nightly fuzz build --fuzz-dir fuzz --target-dir "$target_dir" >&2
 status=0
 for target in artifact permalink idx cifar; do
   mkdir -p "fuzz/corpus/$target"
   log=$(mktemp)
-  if cargo +nightly fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+  if cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$target_dir" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
       -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
     crashes=0
   else
