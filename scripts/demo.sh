@@ -5,7 +5,7 @@
 #   scripts/demo.sh --build-only  build into dist/ and print the sizes
 #   ATOP_DEMO_PORT=9000 scripts/demo.sh
 #
-# Installs once (idempotent, see ../shared/docs/DESIGN.md): the wasm32 target,
+# Installs once (idempotent, see docs/design.md): the wasm32 target,
 # trunk 0.21.14 (trunk 0.22 needs a newer rustc) and wasm-bindgen-cli at the
 # version in Cargo.lock. Trunk.toml keeps trunk offline, so nothing is
 # downloaded at build time. The bundled artifact is web-demo/assets/ (made by

@@ -145,7 +145,7 @@ fn one() -> usize {
     1
 }
 
-/// Which evaluation attack (ATOP.md section 6).
+/// Which evaluation attack (docs/method.md section 6).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvalAttackKind {

@@ -1,5 +1,5 @@
 //! The defense: x -> RT -> purifier g -> frozen classifier f -> logits
-//! (ATOP.md section 1), differentiable end to end on an autodiff device.
+//! (docs/method.md section 1), differentiable end to end on an autodiff device.
 //!
 //! The classifier sees the purifier's output over the WHOLE frame (not an
 //! inpainting composite that keeps the noisy kept pixels). With RT3 each pass

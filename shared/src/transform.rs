@@ -1,4 +1,4 @@
-//! Random transforms RT1, RT2 and RT3 (ATOP.md section 3).
+//! Random transforms RT1, RT2 and RT3 (docs/method.md section 3).
 //!
 //! A transform destroys adversarial structure before the purifier rebuilds
 //! the image: RT1 blanks grid cells, RT2 adds Gaussian noise and then blanks

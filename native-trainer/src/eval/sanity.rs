@@ -95,7 +95,7 @@ pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
         }
     }
     // Exact gradients with EOT should be at least as strong as transferring
-    // the classifier's adversarials (ATOP.md section 6); if not, the
+    // the classifier's adversarials (docs/method.md section 6); if not, the
     // defense's gradients are broken or EOT is too small.
     for full in rows
         .iter()

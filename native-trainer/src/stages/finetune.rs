@@ -1,4 +1,4 @@
-//! AToP fine-tuning (ATOP.md section 5): the purifier's generative loss on
+//! AToP fine-tuning (docs/method.md section 5): the purifier's generative loss on
 //! the adversarial path plus lambda * CE(f(g(t(x_adv))), y) with a frozen
 //! classifier; the reconstruction target is the clean x. Selection by
 //! robust accuracy on validation data under the training attack.

@@ -1,4 +1,4 @@
-//! Pre-trains a purifier to rebuild clean x from t(x) (ATOP.md section 5):
+//! Pre-trains a purifier to rebuild clean x from t(x) (docs/method.md section 5):
 //! GAN: L_G = -mean D(x2) + L1(x1, x) + L1(x2, x), hinge loss for D;
 //! AE: L1(g(t(x)), x). Selection by validation reconstruction error.
 

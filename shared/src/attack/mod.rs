@@ -1,5 +1,5 @@
 //! Adversarial attacks and the gradient modes for randomized defenses
-//! (ATOP.md section 6).
+//! (docs/method.md section 6).
 //!
 //! An attack sees its victim as an [`AttackTarget`]: a differentiable
 //! function from images to logits that may draw randomness from the caller's

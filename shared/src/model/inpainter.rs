@@ -1,5 +1,5 @@
 //! The GAN purifier's generator: a DeepFillv2-style two-stage inpainter
-//! (ATOP.md section 4). Parameter names follow the public PyTorch DeepFillv2
+//! (docs/method.md section 4). Parameter names follow the public PyTorch DeepFillv2
 //! (`stage1.conv1.conv.weight`, `stage2.b2_conv_bn1.conv.bias`, ...).
 
 use burn::module::Module;
