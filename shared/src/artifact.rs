@@ -142,7 +142,6 @@ impl Manifest {
 
     /// Recomputes both hashes from `tensors`.
     fn seal(&mut self, tensors: &BTreeMap<String, StoredTensor>) {
-        self.format_version = FORMAT_VERSION;
         self.payload_sha256 = payload_sha256(tensors);
         self.defense_sha256 = self.defense_identity();
     }
@@ -262,6 +261,70 @@ pub fn payload_sha256(tensors: &BTreeMap<String, StoredTensor>) -> String {
     hex(&hasher.finalize())
 }
 
+/// The manifest (as JSON) and the tensors of a safetensors file.
+fn read_parts(
+    bytes: &[u8],
+    source_name: &str,
+) -> Result<(serde_json::Value, BTreeMap<String, StoredTensor>)> {
+    let err = |reason: String| AtopError::artifact(source_name, reason);
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        err(format!(
+            "is not a readable safetensors file (truncated or corrupted?): {e}"
+        ))
+    })?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MANIFEST_KEY))
+        .ok_or_else(|| {
+            err(format!(
+                "has no `{MANIFEST_KEY}` manifest in its header: not an atop artifact"
+            ))
+        })?;
+    let json: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| err(format!("manifest is not valid JSON: {e}")))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| {
+        err(format!(
+            "is not a readable safetensors file (truncated or corrupted?): {e}"
+        ))
+    })?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let tensor = match view.dtype() {
+            Dtype::F32 => StoredTensor::F32 {
+                shape,
+                values: data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            },
+            Dtype::F16 => StoredTensor::F16 {
+                shape,
+                values: data
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            },
+            Dtype::I64 => StoredTensor::I64 {
+                shape,
+                values: data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
+                    .collect(),
+            },
+            other => {
+                return Err(err(format!(
+                    "tensor `{name}` has dtype {other:?}; only F32, F16 and I64 are used"
+                )));
+            }
+        };
+        tensors.insert(name, tensor);
+    }
+    Ok((json, tensors))
+}
+
 /// SHA-256 of a byte string, hex encoded (for artifact files and data files).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -348,6 +411,7 @@ impl Artifact {
                 },
             );
         }
+        manifest.format_version = FORMAT_VERSION;
         manifest.seal(&tensors);
         Ok(Self { manifest, tensors })
     }
@@ -380,90 +444,84 @@ impl Artifact {
     /// Parses and verifies an artifact. `source_name` (a path or URL) is only
     /// used in error messages.
     pub fn from_bytes(bytes: &[u8], source_name: &str) -> Result<Self> {
-        let err = |reason: String| AtopError::artifact(source_name, reason);
-        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| {
-            err(format!(
-                "is not a readable safetensors file (truncated or corrupted?): {e}"
-            ))
-        })?;
-        let json = metadata
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(MANIFEST_KEY))
-            .ok_or_else(|| {
-                err(format!(
-                    "has no `{MANIFEST_KEY}` manifest in its header: not an atop artifact"
-                ))
-            })?;
-        // Read the version first, so an artifact from another version gets a
-        // version error rather than a schema error.
-        let version = serde_json::from_str::<serde_json::Value>(json)
-            .map_err(|e| err(format!("manifest is not valid JSON: {e}")))?
-            .get("format_version")
-            .and_then(|v| v.as_u64());
+        let (json, tensors) = read_parts(bytes, source_name)?;
+        let version = json.get("format_version").and_then(|v| v.as_u64());
         if version != Some(u64::from(FORMAT_VERSION)) {
-            return Err(err(format!(
-                "has format version {}, this program reads version {FORMAT_VERSION}",
-                version.map_or("(missing)".to_string(), |v| v.to_string())
-            )));
+            return Err(AtopError::artifact(
+                source_name,
+                format!(
+                    "has format version {}, this program reads version {FORMAT_VERSION}{}",
+                    version.map_or("(missing)".to_string(), |v| v.to_string()),
+                    if version == Some(1) {
+                        " (`atop upgrade` rewrites a version-1 artifact)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
         }
-        let manifest: Manifest = serde_json::from_str(json)
-            .map_err(|e| err(format!("manifest does not match the format: {e}")))?;
-        let file = SafeTensors::deserialize(bytes).map_err(|e| {
-            err(format!(
-                "is not a readable safetensors file (truncated or corrupted?): {e}"
-            ))
+        let manifest: Manifest = serde_json::from_value(json).map_err(|e| {
+            AtopError::artifact(
+                source_name,
+                format!("manifest does not match the format: {e}"),
+            )
         })?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in file.tensors() {
-            let shape = view.shape().to_vec();
-            let data = view.data();
-            let tensor = match view.dtype() {
-                Dtype::F32 => StoredTensor::F32 {
-                    shape,
-                    values: data
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                },
-                Dtype::F16 => StoredTensor::F16 {
-                    shape,
-                    values: data
-                        .chunks_exact(2)
-                        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                },
-                Dtype::I64 => StoredTensor::I64 {
-                    shape,
-                    values: data
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")))
-                        .collect(),
-                },
-                other => {
-                    return Err(err(format!(
-                        "tensor `{name}` has dtype {other:?}; only F32, F16 and I64 are used"
-                    )));
-                }
-            };
-            tensors.insert(name, tensor);
+        let artifact = Self { manifest, tensors };
+        artifact.verify(source_name)?;
+        Ok(artifact)
+    }
+
+    /// Reads an artifact of format 1 (before the defense identity) or 2 and
+    /// returns it as format 2: the payload hash is verified, the identity is
+    /// computed from the manifest as it stands (format 1 never recorded one),
+    /// and `purify_size` comes from the recorded training configuration.
+    pub fn upgrade(bytes: &[u8], source_name: &str) -> Result<Self> {
+        let (mut json, tensors) = read_parts(bytes, source_name)?;
+        if json.get("format_version").and_then(|v| v.as_u64()) != Some(1) {
+            return Self::from_bytes(bytes, source_name);
         }
-        let actual = payload_sha256(&tensors);
-        if actual != manifest.payload_sha256 {
+        let purify_size = json
+            .pointer("/training/config/data/purify_size")
+            .cloned()
+            .unwrap_or(serde_json::json!(0));
+        json["format_version"] = serde_json::json!(FORMAT_VERSION);
+        json["purify_size"] = purify_size;
+        let mut manifest: Manifest = serde_json::from_value(json).map_err(|e| {
+            AtopError::artifact(
+                source_name,
+                format!("manifest does not match the format: {e}"),
+            )
+        })?;
+        if manifest.payload_sha256 != payload_sha256(&tensors) {
+            return Err(AtopError::artifact(
+                source_name,
+                "payload hash mismatch: the file was modified or corrupted; not upgraded",
+            ));
+        }
+        manifest.seal(&tensors);
+        Ok(Self { manifest, tensors })
+    }
+
+    /// Checks the payload hash and the defense identity.
+    fn verify(&self, source_name: &str) -> Result<()> {
+        let err = |reason: String| AtopError::artifact(source_name, reason);
+        let m = &self.manifest;
+        let actual = payload_sha256(&self.tensors);
+        if actual != m.payload_sha256 {
             return Err(err(format!(
                 "payload hash mismatch: the manifest says {}, the tensors hash to {actual} (the file was modified or corrupted)",
-                manifest.payload_sha256
+                m.payload_sha256
             )));
         }
-        let identity = manifest.defense_identity();
-        if identity != manifest.defense_sha256 {
+        let identity = m.defense_identity();
+        if identity != m.defense_sha256 {
             return Err(err(format!(
                 "defense identity mismatch: the manifest says {}, its weights, model configurations, \
                  transform and purify size hash to {identity} (the manifest was edited)",
-                manifest.defense_sha256
+                m.defense_sha256
             )));
         }
-        Ok(Self { manifest, tensors })
+        Ok(())
     }
 
     /// The tensors under `prefix`, with the prefix removed.

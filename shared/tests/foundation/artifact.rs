@@ -272,3 +272,35 @@ fn samples_must_match_their_labels() {
         .to_string();
     assert!(err.contains("sample images"), "{err}");
 }
+
+#[test]
+fn a_format_1_artifact_is_refused_by_name_and_upgrades_to_format_2() {
+    // Without the i64 sample labels, which raw_file does not write.
+    let (full, classifier, purifier) = example();
+    let artifact = Artifact::new(full.manifest, Some(&classifier), Some(&purifier), None).unwrap();
+    let mut json = serde_json::to_value(&artifact.manifest).unwrap();
+    json["format_version"] = serde_json::json!(1);
+    let fields = json.as_object_mut().unwrap();
+    fields.remove("defense_sha256");
+    fields.remove("purify_size");
+    let v1 = raw_file(&artifact.tensors, &json.to_string());
+    let err = Artifact::from_bytes(&v1, "v1.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("format version 1") && err.contains("atop upgrade"),
+        "{err}"
+    );
+    let upgraded = Artifact::upgrade(&v1, "v1.safetensors").unwrap();
+    assert_eq!(upgraded.manifest.format_version, FORMAT_VERSION);
+    assert_eq!(
+        upgraded.manifest.payload_sha256,
+        artifact.manifest.payload_sha256
+    );
+    assert_eq!(
+        upgraded.manifest.defense_sha256,
+        artifact.manifest.defense_sha256
+    );
+    let again = Artifact::from_bytes(&upgraded.to_bytes().unwrap(), "v2").unwrap();
+    assert_eq!(again, upgraded);
+}
