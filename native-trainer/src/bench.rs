@@ -14,9 +14,13 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
-use crate::config::RunConfig;
-use crate::stages::pretrain::PurifierTraining;
-use crate::stages::{adam, cross_entropy, first_pass};
+use atop::model::{Classifier, Purifier};
+use atop::transform::TransformedImage;
+
+use crate::config::{GanTerm, RunConfig};
+use crate::train::blocks::{Held, adam, cross_entropy, first_pass};
+use crate::train::finetune::training_attack;
+use crate::train::pretrain::{LossTerm, PurifierBatch, PurifierTraining};
 
 #[derive(Serialize)]
 pub struct BenchRow {
@@ -65,6 +69,18 @@ fn time<F: FnMut() -> Result<()>>(
     Ok(row)
 }
 
+/// What every benchmark runs on: one batch of random images on the
+/// autodiff device, with labels, and the settings of the run.
+struct Bench<'a> {
+    cfg: &'a RunConfig,
+    ad: Device,
+    x: Tensor<4>,
+    labels: Vec<i64>,
+    batch: usize,
+    repeats: usize,
+    rows: Vec<BenchRow>,
+}
+
 pub fn run(
     cfg: &RunConfig,
     device: &Device,
@@ -72,190 +88,190 @@ pub fn run(
     repeats: usize,
     only: Option<&str>,
 ) -> Result<Vec<BenchRow>> {
-    let ad = device.clone().autodiff();
-    ad.seed(cfg.run.seed);
-    let channels = cfg.classifier.image_channels();
-    let (h, w) = match &cfg.classifier {
-        atop::model::ClassifierConfig::SmallCnn(c) => (c.image_size[0], c.image_size[1]),
-        _ => (32, 32),
-    };
-    let x = Tensor::<4>::random(
-        [batch, channels, h, w],
-        Distribution::Uniform(0.0, 1.0),
-        &ad,
-    );
-    let labels: Vec<i64> = (0..batch as i64)
-        .map(|i| i % cfg.classifier.num_classes() as i64)
-        .collect();
+    let mut bench = Bench::new(cfg, device, batch, repeats);
     let wanted = |n: &str| only.is_none_or(|o| n.contains(o));
-    let mut rows = Vec::new();
-
-    let mut classifier = Some(cfg.classifier.init(&ad)?);
-    let mut optim = adam(&cfg.train_classifier);
-    if wanted("classifier") {
-        rows.push(time(
-            "classifier train step",
-            batch,
-            2,
-            repeats,
-            &ad,
-            || {
-                let m = classifier.take().expect("model");
-                let loss = cross_entropy(m.forward(x.clone())?, &labels);
-                let grads = GradientsParams::from_grads(loss.backward(), &m);
-                classifier = Some(optim.step(1e-3, m, grads));
-                Ok(())
-            },
-        )?);
+    let classifier = bench.classifier_step(wanted("classifier"))?.freeze();
+    let purifier = bench.purifier_steps(&classifier, &wanted)?;
+    if wanted("pgd") {
+        bench.pgd_steps(&classifier, purifier)?;
     }
-    let frozen = classifier.take().expect("model").freeze();
-
-    let purifier = cfg.purifier.init(&ad)?;
-    let disc = cfg.discriminator_config().init(&ad)?;
-    let mut training = PurifierTraining::new(purifier, Some(disc), &cfg.pretrain);
-    let transform = cfg.transform.clone();
-    if wanted("pretrain") {
-        let mut rng = seeded(1);
-        rows.push(time(
-            "purifier pretrain step",
-            batch,
-            1,
-            repeats,
-            &ad,
-            || {
-                let draw = transform.draw(&mut rng, x.dims())?;
-                let t = first_pass(draw.apply(x.clone())?);
-                training.step(t.image, t.mask, x.clone(), 1e-4, true, |_| Ok(None))?;
-                Ok(())
-            },
-        )?);
+    if wanted("attack") {
+        bench.whole_attacks(&classifier)?;
     }
-    if wanted("forward") {
-        let mut rng = seeded(4);
-        let p = training.purifier().clone();
-        rows.push(time(
-            "purifier forward+backward",
-            batch,
-            1,
-            repeats,
+    Ok(bench.rows)
+}
+
+impl<'a> Bench<'a> {
+    fn new(cfg: &'a RunConfig, device: &Device, batch: usize, repeats: usize) -> Self {
+        let ad = device.clone().autodiff();
+        ad.seed(cfg.run.seed);
+        let channels = cfg.classifier.image_channels();
+        let (h, w) = match &cfg.classifier {
+            atop::model::ClassifierConfig::SmallCnn(c) => (c.image_size[0], c.image_size[1]),
+            _ => (32, 32),
+        };
+        let x = Tensor::<4>::random(
+            [batch, channels, h, w],
+            Distribution::Uniform(0.0, 1.0),
             &ad,
-            || {
-                let draw = transform.draw(&mut rng, x.dims())?;
-                let t = first_pass(draw.apply(x.clone())?);
+        );
+        let labels = (0..batch as i64)
+            .map(|i| i % cfg.classifier.num_classes() as i64)
+            .collect();
+        Self {
+            cfg,
+            ad,
+            x,
+            labels,
+            batch,
+            repeats,
+            rows: Vec::new(),
+        }
+    }
+
+    fn time(
+        &mut self,
+        name: &str,
+        warmup: usize,
+        repeats: usize,
+        f: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let row = time(name, self.batch, warmup, repeats, &self.ad, f)?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// The classifier's training step (when `timed`); returns the classifier.
+    fn classifier_step(&mut self, timed: bool) -> Result<Classifier> {
+        let mut classifier = Held::new(self.cfg.classifier.init(&self.ad)?);
+        let mut optim = adam(&self.cfg.train_classifier);
+        if timed {
+            let (x, labels) = (self.x.clone(), self.labels.clone());
+            self.time("classifier train step", 2, self.repeats, || {
+                let loss = cross_entropy(classifier.get().forward(x.clone())?, &labels);
+                let grads = GradientsParams::from_grads(loss.backward(), classifier.get());
+                classifier.replace(|m| optim.step(1e-3, m, grads));
+                Ok(())
+            })?;
+        }
+        Ok(classifier.into_inner())
+    }
+
+    /// Pre-training, forward+backward and AToP fine-tuning steps of the
+    /// purifier; returns the purifier.
+    fn purifier_steps(
+        &mut self,
+        frozen: &Classifier,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Purifier> {
+        let cfg = self.cfg;
+        let purifier = cfg.purifier.init(&self.ad)?;
+        let disc = cfg.discriminator_config().init(&self.ad)?;
+        let mut training = PurifierTraining::new(purifier, Some(disc), &cfg.pretrain);
+        let (x, labels, transform) = (self.x.clone(), self.labels.clone(), cfg.transform.clone());
+        let batch_of = |t: TransformedImage| PurifierBatch {
+            input: t.image,
+            mask: t.mask,
+            target: x.clone(),
+        };
+        if wanted("pretrain") {
+            let mut rng = seeded(1);
+            self.time("purifier pretrain step", 1, self.repeats, || {
+                let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
+                training.step(batch_of(t), 1e-4, GanTerm::Live)?;
+                Ok(())
+            })?;
+        }
+        if wanted("forward") {
+            let mut rng = seeded(4);
+            let p = training.purifier().clone();
+            self.time("purifier forward+backward", 1, self.repeats, || {
+                let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
                 let out = p.purify(t.image, t.mask)?;
                 let _ = out.image.mean().backward();
                 Ok(())
-            },
-        )?);
-    }
-    if wanted("finetune") {
-        let mut rng = seeded(2);
-        let fcfg = cfg.finetune.clone();
-        rows.push(time("AToP finetune step", batch, 1, repeats, &ad, || {
-            let x_adv = crate::stages::finetune::training_attack(
-                &fcfg,
-                &frozen,
-                None,
-                x.clone(),
-                &labels,
-                &mut rng,
-            )?;
-            let draw = transform.draw(&mut rng, x.dims())?;
-            let t = first_pass(draw.apply(x_adv)?);
-            training.step(t.image, t.mask, x.clone(), 1e-4, true, |purified| {
-                Ok(Some((
-                    "ce".into(),
-                    cross_entropy(frozen.forward(purified)?, &labels).mul_scalar(0.1),
-                )))
             })?;
-            Ok(())
-        })?);
-    }
-    let one_step = PgdConfig {
-        steps: 1,
-        eps: 8.0 / 255.0,
-        ..PgdConfig::default()
-    };
-    if wanted("pgd") {
-        let mut rng = seeded(3);
-        let target = ClassifierTarget(&frozen);
-        rows.push(time(
-            "PGD step (classifier)",
-            batch,
-            1,
-            repeats,
-            &ad,
-            || {
-                pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
+        }
+        if wanted("finetune") {
+            let mut rng = seeded(2);
+            let fcfg = cfg.finetune.clone();
+            self.time("AToP finetune step", 1, self.repeats, || {
+                let x_adv = training_attack(&fcfg, frozen, None, x.clone(), &labels, &mut rng)?;
+                let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x_adv)?);
+                training.step_with(batch_of(t), 1e-4, GanTerm::Live, |purified| {
+                    let ce = cross_entropy(frozen.forward(purified)?, &labels);
+                    Ok(vec![LossTerm {
+                        name: "ce",
+                        value: ce.mul_scalar(0.1),
+                    }])
+                })?;
                 Ok(())
-            },
-        )?);
+            })?;
+        }
+        Ok(training.purifier().clone())
+    }
+
+    /// One PGD step on the classifier and on the whole defense.
+    fn pgd_steps(&mut self, frozen: &Classifier, purifier: Purifier) -> Result<()> {
+        let one_step = PgdConfig {
+            steps: 1,
+            eps: 8.0 / 255.0,
+            ..PgdConfig::default()
+        };
+        let (x, labels) = (self.x.clone(), self.labels.clone());
+        let mut rng = seeded(3);
+        let target = ClassifierTarget(frozen);
+        self.time("PGD step (classifier)", 1, self.repeats, || {
+            pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
+            Ok(())
+        })?;
         let defense = Defense::new(
-            transform.clone(),
-            training.purifier().clone().freeze(),
+            self.cfg.transform.clone(),
+            purifier.freeze(),
             frozen.clone(),
         );
         let target = DefenseTarget::new(&defense, GradientMode::Full);
-        rows.push(time(
-            "PGD step (defense, EOT 1)",
-            batch,
-            1,
-            repeats,
-            &ad,
-            || {
-                pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
-                Ok(())
-            },
-        )?);
+        self.time("PGD step (defense, EOT 1)", 1, self.repeats, || {
+            pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
+            Ok(())
+        })
     }
-    // Whole attacks on the classifier, for throughput in images per second
-    // (the twin script times torchattacks' PGD and APGD on the same network).
-    if wanted("attack") {
+
+    /// Whole attacks on the classifier, for throughput in images per second
+    /// (the twin script times torchattacks' PGD and APGD on the same network).
+    fn whole_attacks(&mut self, frozen: &Classifier) -> Result<()> {
         let mut rng = seeded(4);
-        let target = ClassifierTarget(&frozen);
+        let target = ClassifierTarget(frozen);
+        let x = self.x.clone();
         // Labels = the model's own predictions, so every point is attacked
         // (APGD, like torchattacks', skips points already misclassified).
-        let predicted = atop::host::ints(frozen.forward(x.clone())?.argmax(1), "predictions")?;
-        let labels = &predicted;
+        let labels = atop::host::ints(frozen.forward(x.clone())?.argmax(1), "predictions")?;
         let pgd20 = PgdConfig {
             steps: 20,
             eps: 8.0 / 255.0,
             step_size: Some(2.0 / 255.0),
             ..PgdConfig::default()
         };
-        rows.push(time(
-            "PGD-20 attack (classifier)",
-            batch,
-            1,
-            repeats.min(3),
-            &ad,
-            || {
-                pgd(&target, x.clone(), labels, &pgd20, &mut rng)?;
-                Ok(())
-            },
-        )?);
+        let repeats = self.repeats.min(3);
+        self.time("PGD-20 attack (classifier)", 1, repeats, || {
+            pgd(&target, x.clone(), &labels, &pgd20, &mut rng)?;
+            Ok(())
+        })?;
         let apgd100 = ApgdConfig {
             eps: 8.0 / 255.0,
             ..ApgdConfig::default()
         };
-        rows.push(time(
-            "APGD-CE-100 attack (classifier)",
-            batch,
-            1,
-            repeats.min(3),
-            &ad,
-            || {
-                apgd(&target, x.clone(), labels, &apgd100, &mut rng)?;
-                Ok(())
-            },
-        )?);
-        for row in &rows[rows.len() - 2..] {
+        self.time("APGD-CE-100 attack (classifier)", 1, repeats, || {
+            apgd(&target, x.clone(), &labels, &apgd100, &mut rng)?;
+            Ok(())
+        })?;
+        for row in &self.rows[self.rows.len() - 2..] {
             eprintln!(
                 "{:<32} {:>9.0} images/s",
                 row.name,
                 row.batch as f64 / (row.median_ms / 1e3)
             );
         }
+        Ok(())
     }
-    Ok(rows)
 }

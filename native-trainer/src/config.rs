@@ -198,7 +198,9 @@ pub struct EvalAttack {
     #[serde(default = "one")]
     pub eot: usize,
     pub mode: GradientMode,
-    #[serde(default)]
+    /// Runs from independent random starts per point (1 = no restart), for
+    /// every attack that has them (PGD, APGD, Square).
+    #[serde(default = "one")]
     pub restarts: usize,
     /// Square's query budget (also inside AutoAttack).
     #[serde(default = "five_thousand")]
@@ -374,8 +376,10 @@ impl RunConfig {
             if !(a.eps.is_finite() && a.eps >= 0.0) {
                 bail!("eval.attacks[{i}].eps must be >= 0, got {}", a.eps);
             }
-            if a.steps == 0 || a.eot == 0 || a.queries == 0 {
-                bail!("eval.attacks[{i}]: steps, eot and queries must be at least 1");
+            if a.steps == 0 || a.eot == 0 || a.queries == 0 || a.restarts == 0 {
+                bail!(
+                    "eval.attacks[{i}]: steps, eot, queries and restarts (runs) must be at least 1"
+                );
             }
             if a.attack == EvalAttackKind::Cw && a.norm != Norm::L2 {
                 bail!("eval.attacks[{i}]: cw is an L2 attack, set norm = \"l2\"");

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::fsutil::write_atomic;
-use crate::pipeline::{read_artifact, write_artifact};
+use crate::train::pipeline::{read_artifact, write_artifact};
 
 /// Indices of `count` test images, classes taken in turn (the first unused
 /// image of class 0, of class 1, ...), so every class appears.
@@ -38,7 +38,7 @@ pub fn balanced_indices(labels: &[i64], classes: usize, count: usize) -> Vec<usi
 }
 
 /// `atop export-web`: the artifact plus `count` test images of the config's dataset.
-pub fn export_web(
+fn export_web(
     cfg: &RunConfig,
     artifact: &Path,
     count: usize,
@@ -116,7 +116,7 @@ fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 }
 
 /// `atop attack`: replays a demo permalink on `artifact_path`.
-pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
+fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
     // The page's links carry the settings in the fragment (`...#v=2&...`).
     let query = link
         .rsplit_once('#')
@@ -133,7 +133,7 @@ pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<Attac
         );
     }
     let models = DemoModels::load(&artifact, device, &name)?;
-    let defense = models.defense(demo::transform_kind(&link)?);
+    let defense = models.defense(link.transform);
     let (image, label) = models.image(&link.image)?;
     let clean = values(defense.classify(image.clone())?, "clean logits")?;
     let label = demo::attack_label(label, &clean);
@@ -167,8 +167,24 @@ pub fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<Attac
     })
 }
 
+/// `atop attack`: replays a link and prints (or writes) what the page shows.
+pub fn attack_command(
+    artifact: &Path,
+    link: &str,
+    device: &Device,
+    json: Option<&Path>,
+) -> Result<()> {
+    emit(&attack(artifact, link, device)?, json)
+}
+
+/// `atop export-web`.
+pub fn export_web_command(args: &crate::cli::ExportWebArgs) -> Result<()> {
+    let cfg = RunConfig::load(&args.config, &args.overrides)?;
+    export_web(&cfg, &args.artifact, args.samples, args.half, &args.out)
+}
+
 /// Writes the report as JSON to `path` (atomically) or prints it.
-pub fn emit(report: &AttackReport, path: Option<&Path>) -> Result<()> {
+fn emit(report: &AttackReport, path: Option<&Path>) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     match path {
         Some(p) => write_atomic(p, json.as_bytes()),

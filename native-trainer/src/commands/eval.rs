@@ -8,9 +8,12 @@ use atop::artifact::sha256_hex;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
+use crate::cli::EvalArgs;
 use crate::config::{EvalConfig, RunConfig};
+use crate::eval::report;
+use crate::eval::run::{DefenseInput, run_eval};
 use crate::eval::{EvalReport, EvalRun, Shard};
-use crate::{pipeline, report};
+use crate::train::pipeline;
 
 /// What `atop eval` was asked to do.
 pub struct EvalRequest<'a> {
@@ -36,7 +39,7 @@ fn defense_input<'p>(
     purifier: &'p atop::model::Purifier,
     cfg: &RunConfig,
     override_transform: bool,
-) -> Result<pipeline::DefenseInput<'p>> {
+) -> Result<DefenseInput<'p>> {
     let m = &artifact.manifest;
     let identity = format!(
         "artifact {} (defense sha256 {})",
@@ -44,7 +47,7 @@ fn defense_input<'p>(
         m.defense_sha256
     );
     if override_transform {
-        return Ok(pipeline::DefenseInput {
+        return Ok(DefenseInput {
             name: name.into(),
             purifier,
             transform: cfg.transform.clone(),
@@ -61,7 +64,7 @@ fn defense_input<'p>(
             path.display()
         )
     })?;
-    Ok(pipeline::DefenseInput {
+    Ok(DefenseInput {
         name: name.into(),
         purifier,
         transform,
@@ -112,7 +115,36 @@ pub fn protocol_hash(
     format!("{:x}", h.finalize())
 }
 
-pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<EvalReport> {
+/// `atop eval`: the report, and its results chart.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let command_line = super::command_line();
+    super::with_run(&args.run, |cfg, dev| {
+        let request = EvalRequest {
+            out: args.run.out(),
+            resume: args.run.resume,
+            artifact: args.artifact(),
+            baseline: args.baseline.as_deref(),
+            protocol: args.protocol.as_deref(),
+            shard: args.shard,
+            command_line: &command_line,
+            override_transform: args.override_transform,
+            overrides: &args.run.overrides,
+        };
+        let report = eval_command(cfg, dev, &request)?;
+        super::draw_plots(args.run.out(), Some((&report, "atop eval")))
+    })
+}
+
+/// `atop eval merge`: one report from the shards', under the output
+/// directory's lock.
+pub fn merge(out: &Path, reports: &[PathBuf]) -> Result<()> {
+    let command_line = super::command_line();
+    let _lock = crate::fsutil::OutputLock::acquire(out, &command_line)?;
+    let report = merge_command(out, reports, &command_line)?;
+    super::draw_plots(out, Some((&report, "atop eval (merged)")))
+}
+
+fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<EvalReport> {
     let start = Instant::now();
     if !req.override_transform
         && let Some(o) = req
@@ -167,7 +199,7 @@ pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Resu
         resume: req.resume,
         shard: req.shard,
     };
-    let report = pipeline::run_eval(&cfg, &data, &classifier, &inputs, device, &run)?;
+    let report = run_eval(&cfg, &data, &classifier, &inputs, device, &run)?;
     let title = match req.shard {
         Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
         None => "atop eval".into(),
@@ -193,7 +225,7 @@ pub fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Resu
 }
 
 /// `atop eval merge --out D REPORT...`: one report from the shards'.
-pub fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Result<EvalReport> {
+fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Result<EvalReport> {
     if inputs.is_empty() {
         bail!("eval merge: name the shards' report.json files (or their directories)");
     }

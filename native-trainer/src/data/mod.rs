@@ -191,13 +191,22 @@ pub fn file_hash(path: &Path, bytes: &[u8]) -> FileHash {
     }
 }
 
-/// Where Fashion-MNIST is looked for when no directory is configured.
-pub fn fashion_mnist_candidates() -> Vec<PathBuf> {
-    vec![
-        PathBuf::from("data/fashion-mnist"),
-        PathBuf::from("data"),
-        PathBuf::from("/usr/share/datasets/fashion-mnist"),
-    ]
+/// Where an IDX dataset is looked for when no directory is configured.
+/// MNIST and Fashion-MNIST share their file names, so each is looked for
+/// only in directories named after it: MNIST never silently loads
+/// Fashion-MNIST.
+pub fn idx_candidates(kind: DatasetKind) -> Vec<PathBuf> {
+    match kind {
+        DatasetKind::Mnist => vec![
+            PathBuf::from("data/mnist"),
+            PathBuf::from("/usr/share/datasets/mnist"),
+        ],
+        _ => vec![
+            PathBuf::from("data/fashion-mnist"),
+            PathBuf::from("data"),
+            PathBuf::from("/usr/share/datasets/fashion-mnist"),
+        ],
+    }
 }
 
 /// Which dataset and where.
@@ -228,12 +237,18 @@ pub fn load(
             };
             let dir = match dir {
                 Some(d) => d.to_path_buf(),
-                None => idx::find_dir(&fashion_mnist_candidates()).with_context(|| {
-                    format!(
-                        "{name} not found in data/fashion-mnist, data/ or /usr/share/datasets/fashion-mnist: \
-                         install Debian's dataset-fashion-mnist or run scripts/fetch-data.sh"
-                    )
-                })?,
+                None => {
+                    let candidates = idx_candidates(kind);
+                    idx::find_dir(&candidates).with_context(|| {
+                        let places: Vec<String> =
+                            candidates.iter().map(|p| p.display().to_string()).collect();
+                        let hint = match kind {
+                            DatasetKind::Mnist => "set data.dir to the directory of the MNIST IDX files",
+                            _ => "install Debian's dataset-fashion-mnist or run scripts/fetch-data.sh",
+                        };
+                        format!("{name} not found in {}: {hint}", places.join(", "))
+                    })?
+                }
             };
             idx::load_pair(&dir, name, &classes)
         }

@@ -137,6 +137,26 @@ fn hostile_idx_headers_are_errors_not_panics() {
     }
 }
 
+#[test]
+fn mnist_is_never_looked_for_where_fashion_mnist_lives() {
+    // The two share their IDX file names, so a shared directory would train
+    // on the wrong dataset without a word.
+    for place in idx_candidates(DatasetKind::Mnist) {
+        let place = place.display().to_string();
+        assert!(
+            place.ends_with("/mnist") && !place.contains("fashion"),
+            "{place}"
+        );
+    }
+    if idx::find_dir(&idx_candidates(DatasetKind::Mnist)).is_none() {
+        let err = format!("{:#}", load(DatasetKind::Mnist, None, 0).unwrap_err());
+        assert!(
+            err.contains("mnist not found") && err.contains("data.dir"),
+            "{err}"
+        );
+    }
+}
+
 fn cifar_record(label_bytes: &[u8], value: u8) -> Vec<u8> {
     let mut r = label_bytes.to_vec();
     r.extend(std::iter::repeat_n(value, 3072));

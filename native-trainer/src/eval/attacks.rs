@@ -22,7 +22,7 @@ pub fn run_attack(
         norm: attack.norm,
         eps: attack.eps,
         steps: attack.steps,
-        restarts: attack.restarts.max(1),
+        restarts: attack.restarts,
         eot: attack.eot,
         loss,
         ..ApgdConfig::default()
@@ -64,7 +64,7 @@ pub fn run_attack(
                 norm: attack.norm,
                 eps: attack.eps,
                 queries: attack.queries,
-                restarts: attack.restarts.max(1),
+                restarts: attack.restarts,
                 ..SquareConfig::default()
             };
             atop::attack::square(target, x, labels, &cfg, rng)?

@@ -7,6 +7,8 @@
 //! state file and split into shards whose merge equals the whole run.
 
 mod attacks;
+pub mod report;
+pub mod run;
 pub mod sanity;
 pub mod shard;
 
@@ -17,7 +19,7 @@ use anyhow::{Context, Result};
 use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, score_randomized};
 use atop::defense::Defense;
 use atop::model::Classifier;
-use atop::rng::{permutation, seeded};
+use atop::rng::{mix, permutation, seeded, stream};
 use burn::tensor::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,6 @@ pub use shard::{Shard, merge};
 use crate::config::{EvalAttack, EvalConfig};
 use crate::data::Dataset;
 use crate::fsutil::write_atomic;
-use crate::runner::mix;
 
 /// One row of the results table.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -42,6 +43,8 @@ pub struct EvalRow {
     pub eps: f64,
     pub steps: usize,
     pub eot: usize,
+    /// Runs from independent random starts per point (1 = no restart; 0 on
+    /// clean and worst-case rows).
     pub restarts: usize,
     /// Gradient mode of the attack ("-" for clean and worst-case rows).
     pub mode: String,
@@ -235,143 +238,121 @@ impl EvalState {
     }
 }
 
-/// Evaluates the classifier and each named defense on `indices` of `test`.
-/// Models must live on an autodiff `device` and be frozen.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    classifier: &Classifier,
-    defenses: &[(&str, &Defense)],
-    test: &Dataset,
-    indices: &[usize],
-    cfg: &EvalConfig,
-    seed: u64,
-    device: &Device,
-    run: &EvalRun,
-) -> Result<EvalReport> {
-    let all_batches: Vec<&[usize]> = indices.chunks(cfg.batch_size).collect();
-    let mine: Vec<usize> = (0..all_batches.len())
-        .filter(|&b| run.shard.is_none_or(|s| s.owns(b)))
-        .collect();
-    let positions: Vec<usize> = mine
-        .iter()
-        .flat_map(|&b| {
-            let start = b * cfg.batch_size;
-            start..start + all_batches[b].len()
-        })
-        .collect();
-    let classifier_target = ClassifierTarget(classifier);
-    let work = (mine.len() * (1 + defenses.len()) * (1 + cfg.attacks.len())) as u64;
-    let bar = ProgressBar::new(work);
+/// What an evaluation runs on. Models must live on an autodiff `device`
+/// and be frozen.
+pub struct EvalInputs<'a> {
+    pub classifier: &'a Classifier,
+    pub defenses: &'a [(&'a str, &'a Defense)],
+    pub test: &'a Dataset,
+    pub indices: &'a [usize],
+    pub cfg: &'a EvalConfig,
+    pub seed: u64,
+    pub device: &'a Device,
+}
+
+/// The units of work (model x attack x batch) already done, saved as each
+/// finishes, so a killed evaluation resumes where it stopped.
+struct Units<'r> {
+    state: EvalState,
+    run: &'r EvalRun,
+    bar: ProgressBar,
+}
+
+impl Units<'_> {
+    /// The correct counts of unit `key`, computed unless the state has them.
+    fn get(
+        &mut self,
+        key: String,
+        compute: impl FnOnce() -> Result<Vec<usize>>,
+    ) -> Result<Vec<usize>> {
+        let counts = match self.state.units.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = compute()?;
+                self.state.units.insert(key, c.clone());
+                self.state.save(self.run)?;
+                c
+            }
+        };
+        self.bar.inc(1);
+        Ok(counts)
+    }
+}
+
+/// The batches of the subset, and those this run (or shard) owns.
+struct Batches<'a> {
+    inputs: &'a EvalInputs<'a>,
+    all: Vec<&'a [usize]>,
+    mine: Vec<usize>,
+}
+
+impl<'a> Batches<'a> {
+    fn new(inputs: &'a EvalInputs<'a>, run: &EvalRun) -> Self {
+        let all: Vec<&[usize]> = inputs.indices.chunks(inputs.cfg.batch_size).collect();
+        let mine = (0..all.len())
+            .filter(|&b| run.shard.is_none_or(|s| s.owns(b)))
+            .collect();
+        Self { inputs, all, mine }
+    }
+
+    fn get(&self, b: usize) -> (Tensor<4>, Vec<i64>) {
+        self.inputs
+            .test
+            .batch(self.all[b], None, self.inputs.device)
+    }
+
+    /// Positions in the subset of the points this run covers.
+    fn positions(&self) -> Vec<usize> {
+        let size = self.inputs.cfg.batch_size;
+        self.mine
+            .iter()
+            .flat_map(|&b| b * size..b * size + self.all[b].len())
+            .collect()
+    }
+}
+
+/// Evaluates the classifier and each named defense on the subset.
+pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
+    let (cfg, defenses) = (inputs.cfg, inputs.defenses);
+    let batches = Batches::new(inputs, run);
+    let work = batches.mine.len() * (1 + defenses.len()) * (1 + cfg.attacks.len());
+    let bar = ProgressBar::new(work as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     bar.set_prefix("eval");
-    let mut state = EvalState::load(run)?;
-    // Runs one unit unless the state file has it already.
-    let mut unit =
-        |key: String, compute: &mut dyn FnMut() -> Result<Vec<usize>>| -> Result<Vec<usize>> {
-            let counts = match state.units.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = compute()?;
-                    state.units.insert(key, c.clone());
-                    state.save(run)?;
-                    c
-                }
-            };
-            bar.inc(1);
-            Ok(counts)
-        };
-    let batch = |b: usize| test.batch(all_batches[b], None, device);
-
-    let mut rows = Vec::new();
-    // Clean accuracy.
-    let mut counts = Vec::new();
-    for &b in &mine {
-        counts.extend(unit(format!("classifier|clean|{b}"), &mut || {
-            let (x, y) = batch(b);
-            let mut rng = seeded(mix(seed, b as u64));
-            Ok(score_randomized(&classifier_target, x, &y, 1, &mut rng)?.correct_counts)
-        })?);
-    }
-    rows.push(row("classifier", None, 1, counts));
-    for (name, defense) in defenses {
-        let target = DefenseTarget::new(defense, GradientMode::Full);
-        let mut counts = Vec::new();
-        for &b in &mine {
-            counts.extend(unit(format!("{name}|clean|{b}"), &mut || {
-                let (x, y) = batch(b);
-                let mut rng = seeded(mix(seed ^ 0xC1EA, b as u64));
-                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
-            })?);
-        }
-        rows.push(row(name, None, cfg.score_draws, counts));
-    }
-
+    let mut units = Units {
+        state: EvalState::load(run)?,
+        run,
+        bar,
+    };
+    let mut rows = clean_rows(&batches, &mut units)?;
     for (a, attack) in cfg.attacks.iter().enumerate() {
-        bar.set_message(format!(
+        units.bar.set_message(format!(
             "{} eps {:.4} {}",
             attack_name(attack),
             attack.eps,
             attack.mode.name()
         ));
-        // The bare classifier's adversarials, also the transfer attack's.
-        let classifier_adv = |b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {
-            let (x, y) = batch(b);
-            let mut rng = seeded(mix(seed ^ 0xA77C ^ a as u64, b as u64));
-            let x_adv = run_attack(&classifier_target, x, &y, attack, &mut rng)?;
-            Ok((x_adv, y, rng))
-        };
-        let mut transfer: HashMap<usize, Tensor<4>> = HashMap::new();
-        let mut counts = Vec::new();
-        for &b in &mine {
-            counts.extend(unit(format!("classifier|{a}|{b}"), &mut || {
-                let (x_adv, y, mut rng) = classifier_adv(b)?;
-                transfer.insert(b, x_adv.clone());
-                Ok(score_randomized(&classifier_target, x_adv, &y, 1, &mut rng)?.correct_counts)
-            })?);
-        }
-        rows.push(row("classifier", Some(attack), 1, counts));
-        for (name, defense) in defenses {
-            let mut counts = Vec::new();
-            for &b in &mine {
-                counts.extend(unit(format!("{name}|{a}|{b}"), &mut || {
-                    let (x, y) = batch(b);
-                    let mut rng = seeded(mix(seed ^ 0xDEF ^ a as u64, b as u64));
-                    let x_adv = match attack.mode {
-                        GradientMode::ClassifierOnly => match transfer.get(&b) {
-                            Some(t) => t.clone(),
-                            // Resumed past the classifier's unit: replay it.
-                            None => classifier_adv(b)?.0,
-                        },
-                        mode => {
-                            let mut target = DefenseTarget::new(defense, mode);
-                            if mode == GradientMode::FixedRandomness {
-                                target.freeze_draw(&mut rng, x.dims())?;
-                            }
-                            run_attack(&target, x, &y, attack, &mut rng)?
-                        }
-                    };
-                    let scorer = DefenseTarget::new(defense, GradientMode::Full);
-                    Ok(
-                        score_randomized(&scorer, x_adv, &y, cfg.score_draws, &mut rng)?
-                            .correct_counts,
-                    )
-                })?);
-            }
-            rows.push(row(name, Some(attack), cfg.score_draws, counts));
-        }
+        rows.extend(attack_rows(&batches, a, attack, &mut units)?);
     }
-    bar.finish_and_clear();
+    units.bar.finish_and_clear();
     let worst = worst_case_rows(&rows);
     rows.extend(worst);
 
     // Gradient checks on batch 0 (so a merge of shards reports what one run would).
-    let gradient_warnings = if mine.first() == Some(&0) {
-        let (x, y) = batch(0);
-        sanity::gradient_warnings(classifier, defenses, &cfg.attacks, x, &y, seed)?
+    let gradient_warnings = if batches.mine.first() == Some(&0) {
+        let (x, y) = batches.get(0);
+        sanity::gradient_warnings(
+            inputs.classifier,
+            defenses,
+            &cfg.attacks,
+            x,
+            &y,
+            inputs.seed,
+        )?
     } else {
         Vec::new()
     };
@@ -382,11 +363,107 @@ pub fn evaluate(
     }
     Ok(EvalReport {
         subset_seed: cfg.subset_seed,
-        indices: indices.to_vec(),
-        positions,
+        indices: inputs.indices.to_vec(),
+        positions: batches.positions(),
         shard: run.shard,
         rows,
         warnings,
         gradient_warnings,
     })
+}
+
+/// Clean accuracy of the classifier and of each defense.
+fn clean_rows(batches: &Batches, units: &mut Units) -> Result<Vec<EvalRow>> {
+    let EvalInputs {
+        classifier,
+        defenses,
+        cfg,
+        seed,
+        ..
+    } = *batches.inputs;
+    let classifier_target = ClassifierTarget(classifier);
+    let mut counts = Vec::new();
+    for &b in &batches.mine {
+        counts.extend(units.get(format!("classifier|clean|{b}"), || {
+            let (x, y) = batches.get(b);
+            let mut rng = seeded(mix(seed, b as u64));
+            Ok(score_randomized(&classifier_target, x, &y, 1, &mut rng)?.correct_counts)
+        })?);
+    }
+    let mut rows = vec![row("classifier", None, 1, counts)];
+    for (name, defense) in defenses {
+        let target = DefenseTarget::new(defense, GradientMode::Full);
+        let mut counts = Vec::new();
+        for &b in &batches.mine {
+            counts.extend(units.get(format!("{name}|clean|{b}"), || {
+                let (x, y) = batches.get(b);
+                let mut rng = seeded(mix(seed ^ stream::EVAL_CLEAN, b as u64));
+                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row(name, None, cfg.score_draws, counts));
+    }
+    Ok(rows)
+}
+
+/// Attack `a` on the classifier, then on each defense in its gradient
+/// mode (the transfer mode reuses the classifier's adversarials).
+fn attack_rows(
+    batches: &Batches,
+    a: usize,
+    attack: &EvalAttack,
+    units: &mut Units,
+) -> Result<Vec<EvalRow>> {
+    let EvalInputs {
+        classifier,
+        defenses,
+        cfg,
+        seed,
+        ..
+    } = *batches.inputs;
+    let classifier_target = ClassifierTarget(classifier);
+    // The bare classifier's adversarials, also the transfer attack's.
+    let classifier_adv = |b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {
+        let (x, y) = batches.get(b);
+        let mut rng = seeded(mix(seed ^ stream::EVAL_ATTACK ^ a as u64, b as u64));
+        let x_adv = run_attack(&classifier_target, x, &y, attack, &mut rng)?;
+        Ok((x_adv, y, rng))
+    };
+    let mut transfer: HashMap<usize, Tensor<4>> = HashMap::new();
+    let mut counts = Vec::new();
+    for &b in &batches.mine {
+        counts.extend(units.get(format!("classifier|{a}|{b}"), || {
+            let (x_adv, y, mut rng) = classifier_adv(b)?;
+            transfer.insert(b, x_adv.clone());
+            Ok(score_randomized(&classifier_target, x_adv, &y, 1, &mut rng)?.correct_counts)
+        })?);
+    }
+    let mut rows = vec![row("classifier", Some(attack), 1, counts)];
+    for (name, defense) in defenses {
+        let mut counts = Vec::new();
+        for &b in &batches.mine {
+            counts.extend(units.get(format!("{name}|{a}|{b}"), || {
+                let (x, y) = batches.get(b);
+                let mut rng = seeded(mix(seed ^ stream::EVAL_DEFENSE_SCORE ^ a as u64, b as u64));
+                let x_adv = match attack.mode {
+                    GradientMode::ClassifierOnly => match transfer.get(&b) {
+                        Some(t) => t.clone(),
+                        // Resumed past the classifier's unit: replay it.
+                        None => classifier_adv(b)?.0,
+                    },
+                    mode => {
+                        let mut target = DefenseTarget::new(defense, mode);
+                        if mode == GradientMode::FixedRandomness {
+                            target.freeze_draw(&mut rng, x.dims())?;
+                        }
+                        run_attack(&target, x, &y, attack, &mut rng)?
+                    }
+                };
+                let scorer = DefenseTarget::new(defense, GradientMode::Full);
+                Ok(score_randomized(&scorer, x_adv, &y, cfg.score_draws, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row(name, Some(attack), cfg.score_draws, counts));
+    }
+    Ok(rows)
 }

@@ -58,7 +58,7 @@ pub fn read(path: &Path) -> Result<StoredReport> {
 }
 
 /// What the report says of each evaluated defense.
-pub fn records(inputs: &[crate::pipeline::DefenseInput]) -> Vec<DefenseRecord> {
+pub fn records(inputs: &[crate::eval::run::DefenseInput]) -> Vec<DefenseRecord> {
     inputs
         .iter()
         .map(|d| DefenseRecord {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, gradient_health};
 use atop::defense::Defense;
 use atop::model::Classifier;
-use atop::rng::seeded;
+use atop::rng::{seeded, stream};
 use burn::tensor::Tensor;
 
 use super::EvalRow;
@@ -37,7 +37,7 @@ pub fn gradient_warnings(
             ));
         }
     };
-    let mut rng = seeded(seed ^ 0x5A17);
+    let mut rng = seeded(seed ^ stream::SANITY);
     report(
         "classifier".into(),
         gradient_health(&ClassifierTarget(classifier), &x, labels, &mut rng)?,

@@ -1,9 +1,6 @@
-//! The training stages: classifier training, purifier pre-training, AToP
-//! fine-tuning. Each implements [`crate::runner::Stage`].
-
-pub mod classifier;
-pub mod finetune;
-pub mod pretrain;
+//! What the stages share: losses, accuracy, Adam with the project's
+//! settings, the discriminator's update, and [`Held`] for models that the
+//! optimizer consumes. The stages implement [`crate::train::Stage`].
 
 /// The checkpoint methods of a stage that trains a purifier through a
 /// `training: PurifierTraining` field (pre-training and fine-tuning).
@@ -22,7 +19,7 @@ macro_rules! purifier_stage_persistence {
         }
 
         fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-            crate::checkpoint::module_bytes(self.training.purifier())
+            crate::train::checkpoint::module_bytes(self.training.purifier())
         }
 
         fn load_snapshot(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
@@ -105,20 +102,55 @@ pub fn first_pass(mut transformed: Vec<TransformedImage>) -> TransformedImage {
     transformed.swap_remove(0)
 }
 
-/// One discriminator update on (real, fake) and the discriminator's
+/// One discriminator update on (real, fake) with the discriminator's
 /// optimizer; returns the loss value.
 pub fn discriminator_step(
-    disc: Discriminator,
+    disc: &mut Held<Discriminator>,
     optim: &mut burn::optim::ModuleOptimizer,
     lr: f64,
     real: Tensor<4>,
     fake: Tensor<4>,
     mask: Tensor<4>,
-) -> anyhow::Result<(Discriminator, f64)> {
-    let d_real = disc.forward(real, mask.clone())?;
-    let d_fake = disc.forward(fake.detach(), mask)?;
+) -> anyhow::Result<f64> {
+    let d_real = disc.get().forward(real, mask.clone())?;
+    let d_fake = disc.get().forward(fake.detach(), mask)?;
     let loss = discriminator_loss(d_real, d_fake);
     let value = scalar(loss.clone().detach());
-    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &disc);
-    Ok((optim.step(lr, disc, grads), value))
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), disc.get());
+    disc.replace(|d| optim.step(lr, d, grads));
+    Ok(value)
+}
+
+/// A model that burn's optimizer consumes and hands back at every step,
+/// held between steps. It is always there: every method puts one back.
+pub struct Held<M: Clone>(Option<M>);
+
+const HELD: &str = "Held always holds a model: every method puts one back";
+
+impl<M: Clone> Held<M> {
+    pub fn new(model: M) -> Self {
+        Self(Some(model))
+    }
+
+    pub fn get(&self) -> &M {
+        self.0.as_ref().expect(HELD)
+    }
+
+    pub fn into_inner(self) -> M {
+        self.0.expect(HELD)
+    }
+
+    /// Replaces the model by `f(model)`, e.g. an optimizer step.
+    pub fn replace(&mut self, f: impl FnOnce(M) -> M) {
+        let model = self.0.take().expect(HELD);
+        self.0 = Some(f(model));
+    }
+
+    /// Replaces the model by `f(model)` when that succeeds, and keeps it
+    /// otherwise (modules are cheap handles to clone).
+    pub fn try_replace<E>(&mut self, f: impl FnOnce(M) -> Result<M, E>) -> Result<(), E> {
+        let next = f(self.get().clone())?;
+        self.0 = Some(next);
+        Ok(())
+    }
 }

@@ -11,14 +11,14 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
-use super::{accuracy, adam, cross_entropy, scalar};
-use crate::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use super::blocks::{Held, accuracy, adam, cross_entropy, scalar};
 use crate::config::OptimConfig;
 use crate::data::{Augment, Dataset};
-use crate::runner::Stage;
+use crate::train::Stage;
+use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
 
 pub struct ClassifierStage<'a> {
-    pub model: Option<Classifier>,
+    pub model: Held<Classifier>,
     pub optim: ModuleOptimizer,
     pub cfg: OptimConfig,
     pub train: &'a Dataset,
@@ -38,7 +38,7 @@ impl<'a> ClassifierStage<'a> {
     ) -> Self {
         Self {
             optim: adam(&cfg),
-            model: Some(model),
+            model: Held::new(model),
             cfg,
             train,
             val,
@@ -48,11 +48,11 @@ impl<'a> ClassifierStage<'a> {
     }
 
     pub fn into_model(self) -> Classifier {
-        self.model.expect("model present")
+        self.model.into_inner()
     }
 
     fn model(&self) -> &Classifier {
-        self.model.as_ref().expect("model present")
+        self.model.get()
     }
 }
 
@@ -70,11 +70,11 @@ impl Stage for ClassifierStage<'_> {
         let (x, y) = self
             .train
             .batch(batch, Some((&self.augment, rng)), &self.device);
-        let model = self.model.take().expect("model present");
-        let loss = cross_entropy(model.forward(x)?, &y);
+        let loss = cross_entropy(self.model().forward(x)?, &y);
         let value = scalar(loss.clone().detach());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        self.model = Some(self.optim.step(self.cfg.lr, model, grads));
+        let grads = GradientsParams::from_grads(loss.backward(), self.model());
+        let (optim, lr) = (&mut self.optim, self.cfg.lr);
+        self.model.replace(|model| optim.step(lr, model, grads));
         Ok(BTreeMap::from([("loss".to_string(), value)]))
     }
 
@@ -97,8 +97,8 @@ impl Stage for ClassifierStage<'_> {
 
     fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
         let get = |k: &str| blob(blobs, k, path);
-        let model = self.model.take().expect("model present");
-        self.model = Some(load_module(model, get("model")?, "classifier checkpoint")?);
+        self.model
+            .try_replace(|m| load_module(m, get("model")?, "classifier checkpoint"))?;
         self.optim = load_optimizer(self.optim.clone(), get("optim")?, "classifier checkpoint")?;
         Ok(())
     }
@@ -108,8 +108,7 @@ impl Stage for ClassifierStage<'_> {
     }
 
     fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
-        let model = self.model.take().expect("model present");
-        self.model = Some(load_module(model, bytes, "selected classifier")?);
-        Ok(())
+        self.model
+            .try_replace(|m| load_module(m, bytes, "selected classifier"))
     }
 }

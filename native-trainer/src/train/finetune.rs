@@ -14,11 +14,11 @@ use atop::transform::TransformConfig;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::pretrain::{PurifierTraining, to_purify_size};
-use super::{correct, cross_entropy, first_pass};
-use crate::config::{AttackThrough, FinetuneConfig, GanTerm, TrainingAttackKind};
+use super::blocks::{correct, cross_entropy, first_pass};
+use super::pretrain::{LossTerm, PurifierBatch, PurifierTraining, to_purify_size};
+use crate::config::{AttackThrough, FinetuneConfig, TrainingAttackKind};
 use crate::data::Dataset;
-use crate::runner::Stage;
+use crate::train::Stage;
 
 pub struct FinetuneStage<'a> {
     pub training: PurifierTraining,
@@ -112,20 +112,21 @@ impl Stage for FinetuneStage<'_> {
         let t = first_pass(draw.apply(x_adv)?);
         let lambda = self.lambda(epoch);
         let classifier = &self.classifier;
-        let live = self.cfg.gan_term == GanTerm::Live;
-        let target = to_purify_size(x, self.purify_size);
-        let mut losses = self.training.step(
-            t.image,
-            t.mask,
-            target,
-            self.cfg.optim.lr,
-            live,
-            |purified| {
-                let purified = resize(purified, [0, 0, h, w]);
-                let ce = cross_entropy(classifier.forward(purified)?, &y);
-                Ok(Some(("ce_adv".to_string(), ce.mul_scalar(lambda))))
-            },
-        )?;
+        let batch = PurifierBatch {
+            input: t.image,
+            mask: t.mask,
+            target: to_purify_size(x, self.purify_size),
+        };
+        let mut losses =
+            self.training
+                .step_with(batch, self.cfg.optim.lr, self.cfg.gan_term, |purified| {
+                    let purified = resize(purified, [0, 0, h, w]);
+                    let ce = cross_entropy(classifier.forward(purified)?, &y);
+                    Ok(vec![LossTerm {
+                        name: "ce_adv",
+                        value: ce.mul_scalar(lambda),
+                    }])
+                })?;
         losses.insert("lambda".into(), lambda);
         Ok(losses)
     }
@@ -145,5 +146,5 @@ impl Stage for FinetuneStage<'_> {
         Ok(right as f64 / self.val.len().max(1) as f64)
     }
 
-    super::purifier_stage_persistence!();
+    super::blocks::purifier_stage_persistence!();
 }

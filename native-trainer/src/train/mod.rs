@@ -1,18 +1,30 @@
-//! The epoch/step loop shared by every training stage: seeded data order,
+//! Training: the epoch/step loop every stage shares (this file), the
+//! stages themselves (`classifier`, `pretrain`, `finetune`), their common
+//! losses and helpers (`blocks`), checkpoints, and the pipeline that runs a
+//! stage from the command line and writes its artifact (`pipeline`).
+//!
+//! The loop: seeded data order,
 //! per-step seeded randomness, progress bar, JSONL metrics, checkpoints
 //! every N steps and at each epoch end, resume, validation-based selection,
 //! and a hard stop on a non-finite loss (the last good checkpoint, if any,
 //! is kept). A resumed run leaves the metrics an uninterrupted one would.
 
+pub mod blocks;
+pub mod checkpoint;
+pub mod classifier;
+pub mod finetune;
+pub mod pipeline;
+pub mod pretrain;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use atop::rng::{AtopRng, permutation, seeded};
+use atop::rng::{AtopRng, mix, permutation, seeded, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::checkpoint::{Checkpoint, StageState};
 use crate::metrics::{MetricsLog, Replay};
+use checkpoint::{Checkpoint, StageState};
 
 /// One training stage: how to take a step, validate, and save/restore itself.
 pub trait Stage {
@@ -55,14 +67,6 @@ impl Schedule {
     }
 }
 
-/// Mixes a seed with a counter (SplitMix64), for per-epoch / per-step streams.
-pub fn mix(seed: u64, counter: u64) -> u64 {
-    let mut z = seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 pub struct Outcome {
     pub best_score: Option<f64>,
     pub best_epoch: Option<usize>,
@@ -70,6 +74,18 @@ pub struct Outcome {
 
 pub fn checkpoint_path(out_dir: &Path, stage: &str) -> PathBuf {
     out_dir.join(format!("{stage}.ckpt"))
+}
+
+/// A stage's run in progress: where it is, the best model so far, and
+/// where it writes.
+struct StageRun<'a> {
+    schedule: &'a Schedule,
+    ckpt_path: PathBuf,
+    state: StageState,
+    best: Option<Vec<u8>>,
+    metrics: MetricsLog,
+    checkpoint_written: bool,
+    bar: ProgressBar,
 }
 
 /// Runs (or resumes) a stage to the end and loads its selected model.
@@ -86,51 +102,29 @@ pub fn run_stage<S: Stage>(
             stage.name()
         );
     }
-    let ckpt_path = checkpoint_path(out_dir, stage.name());
-    let mut state = StageState {
-        stage: stage.name().to_string(),
-        config_hash: config_hash.to_string(),
-        epoch: 0,
-        step_in_epoch: 0,
-        global_step: 0,
-        best_score: None,
-        best_epoch: None,
-        done: false,
-    };
-    let mut best: Option<Vec<u8>> = None;
-    if resume && ckpt_path.exists() {
-        let ckpt = Checkpoint::load_for_resume(&ckpt_path, stage.name(), config_hash)?;
-        stage.restore(&ckpt.blobs, &ckpt_path)?;
-        best = ckpt.blobs.get("best").cloned();
-        state = ckpt.state;
-        tracing::info!(
-            stage = stage.name(),
-            epoch = state.epoch,
-            step = state.step_in_epoch,
-            "resuming from {}",
-            ckpt_path.display()
+    let mut run = StageRun::start(stage, schedule, out_dir, config_hash, resume)?;
+    while !run.state.done && run.state.epoch < schedule.epochs {
+        let order = permutation(
+            &mut seeded(mix(schedule.seed, run.state.epoch as u64)),
+            schedule.train_len,
         );
-    } else if resume {
-        tracing::info!(
-            stage = stage.name(),
-            "no checkpoint at {}: starting fresh",
-            ckpt_path.display()
-        );
-    }
-
-    let replay = if state.global_step > 0 || state.epoch > 0 {
-        Replay::From {
-            global_step: state.global_step,
-            epoch: state.epoch,
+        while run.state.step_in_epoch < schedule.steps_per_epoch() {
+            run.step(stage, &order)?;
         }
-    } else {
-        Replay::Fresh
-    };
-    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), stage.name(), replay)?;
-    let mut checkpoint_written = ckpt_path.exists() && resume;
+        run.end_epoch(stage)?;
+    }
+    run.bar.finish_and_clear();
+    if let Some(b) = &run.best {
+        stage.load_snapshot(b)?;
+    }
+    Ok(Outcome {
+        best_score: run.state.best_score,
+        best_epoch: run.state.best_epoch,
+    })
+}
 
-    let steps = schedule.steps_per_epoch();
-    let bar = ProgressBar::new((schedule.epochs * steps) as u64);
+fn progress_bar(name: &str, total: usize, position: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{prefix:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
@@ -138,67 +132,136 @@ pub fn run_stage<S: Stage>(
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    bar.set_prefix(stage.name());
-    bar.set_position((state.epoch * steps + state.step_in_epoch) as u64);
+    bar.set_prefix(name.to_string());
+    bar.set_position(position as u64);
+    bar
+}
 
-    let save = |stage: &S, state: &StageState, best: &Option<Vec<u8>>| -> Result<()> {
-        let mut blobs = stage.save()?;
-        if let Some(b) = best {
-            blobs.insert("best".into(), b.clone());
+impl<'a> StageRun<'a> {
+    /// A fresh state, or the checkpoint's when resuming; the metrics file
+    /// put in order for it.
+    fn start<S: Stage>(
+        stage: &mut S,
+        schedule: &'a Schedule,
+        out_dir: &Path,
+        config_hash: &str,
+        resume: bool,
+    ) -> Result<Self> {
+        let ckpt_path = checkpoint_path(out_dir, stage.name());
+        let mut state = StageState {
+            stage: stage.name().to_string(),
+            config_hash: config_hash.to_string(),
+            epoch: 0,
+            step_in_epoch: 0,
+            global_step: 0,
+            best_score: None,
+            best_epoch: None,
+            done: false,
+        };
+        let mut best = None;
+        let resuming = resume && ckpt_path.exists();
+        if resuming {
+            let ckpt = Checkpoint::load_for_resume(&ckpt_path, stage.name(), config_hash)?;
+            stage.restore(&ckpt.blobs, &ckpt_path)?;
+            best = ckpt.blobs.get("best").cloned();
+            state = ckpt.state;
+            tracing::info!(
+                stage = stage.name(),
+                epoch = state.epoch,
+                step = state.step_in_epoch,
+                "resuming from {}",
+                ckpt_path.display()
+            );
+        } else if resume {
+            tracing::info!(
+                stage = stage.name(),
+                "no checkpoint at {}: starting fresh",
+                ckpt_path.display()
+            );
         }
-        Checkpoint {
-            state: state.clone(),
-            blobs,
-        }
-        .save(&ckpt_path)
-    };
-
-    while !state.done && state.epoch < schedule.epochs {
-        let order = permutation(
-            &mut seeded(mix(schedule.seed, state.epoch as u64)),
-            schedule.train_len,
+        let replay = match resuming {
+            true => Replay::From {
+                global_step: state.global_step,
+                epoch: state.epoch,
+            },
+            false => Replay::Fresh,
+        };
+        let metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), stage.name(), replay)?;
+        let steps = schedule.steps_per_epoch();
+        let bar = progress_bar(
+            stage.name(),
+            schedule.epochs * steps,
+            state.epoch * steps + state.step_in_epoch,
         );
-        while state.step_in_epoch < steps {
-            let start = state.step_in_epoch * schedule.batch_size;
-            let batch = &order[start..(start + schedule.batch_size).min(order.len())];
-            let mut rng = seeded(mix(schedule.seed ^ 0xA70F, state.global_step as u64));
-            let losses = stage.step(batch, state.epoch, &mut rng)?;
-            if let Some((name, value)) = losses.iter().find(|(_, v)| !v.is_finite()) {
-                bar.abandon();
-                let kept = if checkpoint_written {
-                    format!("the last good checkpoint {} is kept", ckpt_path.display())
-                } else {
-                    "no checkpoint had been written yet".to_string()
-                };
-                bail!(
-                    "{}: loss `{name}` became {value} at epoch {} step {}; stopped, {kept}",
-                    stage.name(),
-                    state.epoch,
-                    state.step_in_epoch,
-                );
-            }
-            state.step_in_epoch += 1;
-            state.global_step += 1;
-            metrics.log_step(stage.name(), state.epoch, state.global_step, &losses)?;
-            let summary: Vec<String> = losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-            bar.set_message(summary.join(" "));
-            bar.inc(1);
-            if schedule.checkpoint_every > 0
-                && state.global_step.is_multiple_of(schedule.checkpoint_every)
-            {
-                save(stage, &state, &best)?;
-                checkpoint_written = true;
-            }
+        Ok(Self {
+            schedule,
+            ckpt_path,
+            state,
+            best,
+            metrics,
+            checkpoint_written: resuming,
+            bar,
+        })
+    }
+
+    /// One optimiser step on the next batch of `order`, logged, and a
+    /// checkpoint when one is due. A non-finite loss stops the run.
+    fn step<S: Stage>(&mut self, stage: &mut S, order: &[usize]) -> Result<()> {
+        let (schedule, state) = (self.schedule, &mut self.state);
+        let start = state.step_in_epoch * schedule.batch_size;
+        let batch = &order[start..(start + schedule.batch_size).min(order.len())];
+        let mut rng = seeded(mix(
+            schedule.seed ^ stream::TRAINING_STEP,
+            state.global_step as u64,
+        ));
+        let losses = stage.step(batch, state.epoch, &mut rng)?;
+        if let Some((name, value)) = losses.iter().find(|(_, v)| !v.is_finite()) {
+            self.bar.abandon();
+            let kept = match self.checkpoint_written {
+                true => format!(
+                    "the last good checkpoint {} is kept",
+                    self.ckpt_path.display()
+                ),
+                false => "no checkpoint had been written yet".to_string(),
+            };
+            bail!(
+                "{}: loss `{name}` became {value} at epoch {} step {}; stopped, {kept}",
+                stage.name(),
+                state.epoch,
+                state.step_in_epoch,
+            );
         }
-        let mut rng = seeded(mix(schedule.seed ^ 0x7A1, state.epoch as u64));
+        state.step_in_epoch += 1;
+        state.global_step += 1;
+        self.metrics
+            .log_step(stage.name(), state.epoch, state.global_step, &losses)?;
+        let summary: Vec<String> = losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        self.bar.set_message(summary.join(" "));
+        self.bar.inc(1);
+        if schedule.checkpoint_every > 0
+            && state.global_step.is_multiple_of(schedule.checkpoint_every)
+        {
+            self.save(stage)?;
+        }
+        Ok(())
+    }
+
+    /// Validation, selection of the best model, and the epoch's checkpoint.
+    fn end_epoch<S: Stage>(&mut self, stage: &mut S) -> Result<()> {
+        let state = &mut self.state;
+        let mut rng = seeded(mix(
+            self.schedule.seed ^ stream::VALIDATION,
+            state.epoch as u64,
+        ));
         let score = stage.validate(&mut rng)?;
-        metrics.log_validation(stage.name(), state.epoch, score)?;
+        self.metrics
+            .log_validation(stage.name(), state.epoch, score)?;
         if state.best_score.is_none_or(|b| score > b) {
             state.best_score = Some(score);
             state.best_epoch = Some(state.epoch);
-            best = Some(stage.snapshot()?);
+            self.best = Some(stage.snapshot()?);
         }
-        bar.println(format!(
+        self.bar.println(format!(
             "{}: epoch {} validation score {score:.4} (best {:.4} at epoch {})",
             stage.name(),
             state.epoch,
@@ -207,16 +270,21 @@ pub fn run_stage<S: Stage>(
         ));
         state.epoch += 1;
         state.step_in_epoch = 0;
-        state.done = state.epoch >= schedule.epochs;
-        save(stage, &state, &best)?;
-        checkpoint_written = true;
+        state.done = state.epoch >= self.schedule.epochs;
+        self.save(stage)
     }
-    bar.finish_and_clear();
-    if let Some(b) = &best {
-        stage.load_snapshot(b)?;
+
+    fn save<S: Stage>(&mut self, stage: &S) -> Result<()> {
+        let mut blobs = stage.save()?;
+        if let Some(b) = &self.best {
+            blobs.insert("best".into(), b.clone());
+        }
+        Checkpoint {
+            state: self.state.clone(),
+            blobs,
+        }
+        .save(&self.ckpt_path)?;
+        self.checkpoint_written = true;
+        Ok(())
     }
-    Ok(Outcome {
-        best_score: state.best_score,
-        best_epoch: state.best_epoch,
-    })
 }

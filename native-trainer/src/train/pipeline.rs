@@ -5,21 +5,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
-use atop::defense::Defense;
+
 use atop::model::{Classifier, ClassifierConfig, Purifier, PurifierConfig};
-use atop::transform::TransformConfig;
+use atop::rng::stream;
+
 use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
 use crate::data::{self, Dataset};
-use crate::eval::{EvalReport, EvalRun, evaluate, subset_indices};
+
 use crate::fsutil::write_atomic;
-use crate::runner::{Schedule, run_stage};
-use crate::stages::classifier::ClassifierStage;
-use crate::stages::finetune::FinetuneStage;
-use crate::stages::pretrain::{PretrainStage, PurifierTraining};
+use crate::train::classifier::ClassifierStage;
+use crate::train::finetune::FinetuneStage;
+use crate::train::pretrain::{PretrainStage, PurifierTraining};
+use crate::train::{Schedule, run_stage};
 
 /// Train / validation / test data of a run.
 pub struct RunData {
@@ -46,7 +47,7 @@ pub fn load_data(cfg: &RunConfig) -> Result<RunData> {
     let (mut train, mut val) = data::split_validation(
         &train_all,
         cfg.data.validation_fraction,
-        cfg.run.seed ^ 0x5A11,
+        cfg.run.seed ^ stream::VALIDATION_SPLIT,
     )?;
     if cfg.data.validation_limit > 0 && cfg.data.validation_limit < val.len() {
         let keep: Vec<usize> = (0..cfg.data.validation_limit).collect();
@@ -141,7 +142,7 @@ pub fn train_classifier(
     resume: bool,
 ) -> Result<StageResult<Classifier>> {
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed);
+    train_device.seed(cfg.run.seed); // the classifier initialises from the run seed itself
     let model = cfg.classifier.init(&train_device)?;
     let mut stage = ClassifierStage::new(
         model,
@@ -153,7 +154,12 @@ pub fn train_classifier(
     );
     let outcome = run_stage(
         &mut stage,
-        &schedule(&cfg.train_classifier, data.train.len(), cfg, 1),
+        &schedule(
+            &cfg.train_classifier,
+            data.train.len(),
+            cfg,
+            stream::TRAIN_CLASSIFIER,
+        ),
         out,
         &config_hash(cfg, "train-classifier"),
         resume,
@@ -186,7 +192,7 @@ pub fn pretrain(
     resume: bool,
 ) -> Result<StageResult<Purifier>> {
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed ^ 2);
+    train_device.seed(cfg.run.seed ^ stream::PRETRAIN);
     let purifier = cfg.purifier.init(&train_device)?;
     let discriminator = cfg.discriminator_config().init(&train_device)?;
     let mut stage = PretrainStage {
@@ -200,7 +206,7 @@ pub fn pretrain(
     };
     let outcome = run_stage(
         &mut stage,
-        &schedule(&cfg.pretrain, data.train.len(), cfg, 2),
+        &schedule(&cfg.pretrain, data.train.len(), cfg, stream::PRETRAIN),
         out,
         &config_hash(cfg, "pretrain"),
         resume,
@@ -257,7 +263,7 @@ pub fn finetune(
         id,
     } = inputs;
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed ^ 3);
+    train_device.seed(cfg.run.seed ^ stream::FINETUNE);
     let classifier = classifier.fork(&train_device).freeze();
     let purifier = purifier.fork(&train_device).train();
     let discriminator = cfg.discriminator_config().init(&train_device)?;
@@ -273,7 +279,7 @@ pub fn finetune(
     };
     let outcome = run_stage(
         &mut stage,
-        &schedule(&cfg.finetune.optim, data.train.len(), cfg, 3),
+        &schedule(&cfg.finetune.optim, data.train.len(), cfg, stream::FINETUNE),
         out,
         &config_hash(cfg, &format!("finetune {id}")),
         resume,
@@ -304,49 +310,4 @@ pub fn finetune(
         artifact_path: path,
         validation: outcome.best_score,
     })
-}
-
-/// A defense to evaluate: the purifier with the transform and purify size
-/// it goes with (its artifact's, or an explicit override).
-pub struct DefenseInput<'a> {
-    pub name: String,
-    pub purifier: &'a Purifier,
-    pub transform: TransformConfig,
-    pub purify_size: usize,
-    /// Where transform and purify size come from, as the report says it.
-    pub source: String,
-}
-
-/// Evaluates the classifier and the given defenses.
-pub fn run_eval(
-    cfg: &RunConfig,
-    data: &RunData,
-    classifier: &Classifier,
-    inputs: &[DefenseInput],
-    device: &Device,
-    run: &EvalRun,
-) -> Result<EvalReport> {
-    let ad = device.clone().autodiff();
-    let classifier = classifier.clone().fork(&ad).freeze();
-    let defenses: Vec<(String, Defense)> = inputs
-        .iter()
-        .map(|d| {
-            let purifier = d.purifier.clone().fork(&ad).freeze();
-            let defense = Defense::new(d.transform.clone(), purifier, classifier.clone())
-                .with_purify_size(d.purify_size);
-            (d.name.clone(), defense)
-        })
-        .collect();
-    let refs: Vec<(&str, &Defense)> = defenses.iter().map(|(n, d)| (n.as_str(), d)).collect();
-    let indices = subset_indices(data.test.len(), cfg.eval.subset, cfg.eval.subset_seed);
-    evaluate(
-        &classifier,
-        &refs,
-        &data.test,
-        &indices,
-        &cfg.eval,
-        cfg.run.seed ^ 0xE7A1,
-        &ad,
-        run,
-    )
 }

@@ -14,18 +14,33 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::{adam, discriminator_step, first_pass, l1_signed, scalar};
-use crate::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
-use crate::config::OptimConfig;
+use super::blocks::{Held, adam, discriminator_step, first_pass, l1_signed, scalar};
+use crate::config::{GanTerm, OptimConfig};
 use crate::data::Dataset;
-use crate::runner::Stage;
+use crate::train::Stage;
+use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
 
 /// The purifier and, for the GAN kind, its discriminator, with optimizers.
 pub struct PurifierTraining {
-    pub purifier: Option<Purifier>,
-    pub discriminator: Option<Discriminator>,
+    pub purifier: Held<Purifier>,
+    pub discriminator: Option<Held<Discriminator>>,
     pub g_optim: ModuleOptimizer,
     pub d_optim: ModuleOptimizer,
+}
+
+/// One training batch of the purifier: the transformed images and their
+/// holes, and the clean images it should rebuild.
+pub struct PurifierBatch {
+    pub input: Tensor<4>,
+    pub mask: Tensor<4>,
+    pub target: Tensor<4>,
+}
+
+/// A term the caller adds to the generator's loss (AToP's cross-entropy),
+/// built from the purified image.
+pub struct LossTerm {
+    pub name: &'static str,
+    pub value: Tensor<1>,
 }
 
 impl PurifierTraining {
@@ -35,11 +50,11 @@ impl PurifierTraining {
         cfg: &OptimConfig,
     ) -> Self {
         let discriminator = match purifier {
-            Purifier::Gan(_) => discriminator,
+            Purifier::Gan(_) => discriminator.map(Held::new),
             Purifier::Ae(_) => None,
         };
         Self {
-            purifier: Some(purifier),
+            purifier: Held::new(purifier),
             discriminator,
             g_optim: adam(cfg),
             d_optim: adam(cfg),
@@ -47,7 +62,7 @@ impl PurifierTraining {
     }
 
     pub fn purifier(&self) -> &Purifier {
-        self.purifier.as_ref().expect("purifier present")
+        self.purifier.get()
     }
 
     pub fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {
@@ -56,7 +71,7 @@ impl PurifierTraining {
             ("g_optim".to_string(), optimizer_bytes(&self.g_optim)?),
         ]);
         if let Some(d) = &self.discriminator {
-            blobs.insert("discriminator".into(), module_bytes(d)?);
+            blobs.insert("discriminator".into(), module_bytes(d.get())?);
             blobs.insert("d_optim".into(), optimizer_bytes(&self.d_optim)?);
         }
         Ok(blobs)
@@ -64,16 +79,12 @@ impl PurifierTraining {
 
     pub fn restore(&mut self, blobs: &BTreeMap<String, Vec<u8>>, path: &Path) -> Result<()> {
         let get = |k: &str| blob(blobs, k, path);
-        let p = self.purifier.take().expect("purifier present");
-        self.purifier = Some(load_module(p, get("purifier")?, "purifier checkpoint")?);
+        self.purifier
+            .try_replace(|p| load_module(p, get("purifier")?, "purifier checkpoint"))?;
         self.g_optim =
             load_optimizer(self.g_optim.clone(), get("g_optim")?, "purifier checkpoint")?;
-        if let Some(d) = self.discriminator.take() {
-            self.discriminator = Some(load_module(
-                d,
-                get("discriminator")?,
-                "discriminator checkpoint",
-            )?);
+        if let Some(d) = &mut self.discriminator {
+            d.try_replace(|d| load_module(d, get("discriminator")?, "discriminator checkpoint"))?;
             self.d_optim = load_optimizer(
                 self.d_optim.clone(),
                 get("d_optim")?,
@@ -84,34 +95,43 @@ impl PurifierTraining {
     }
 
     pub fn load_purifier(&mut self, bytes: &[u8]) -> Result<()> {
-        let p = self.purifier.take().expect("purifier present");
-        self.purifier = Some(load_module(p, bytes, "selected purifier")?);
-        Ok(())
+        self.purifier
+            .try_replace(|p| load_module(p, bytes, "selected purifier"))
     }
 
-    /// One generator (and discriminator) update. `input`/`mask` are the
-    /// transformed images; `target` the clean images; `extra` an additional
-    /// loss term on the purified image (AToP's cross-entropy), built from
-    /// the purified output. Returns the losses.
+    /// One generator (and discriminator) update on `batch`; returns the losses.
     pub fn step(
         &mut self,
-        input: Tensor<4>,
-        mask: Tensor<4>,
-        target: Tensor<4>,
+        batch: PurifierBatch,
         lr: f64,
-        gan_term_live: bool,
-        extra: impl FnOnce(Tensor<4>) -> Result<Option<(String, Tensor<1>)>>,
+        gan: GanTerm,
     ) -> Result<BTreeMap<String, f64>> {
-        let purifier = self.purifier.take().expect("purifier present");
-        let out = purifier.purify(input, mask.clone())?;
+        self.step_with(batch, lr, gan, |_| Ok(Vec::new()))
+    }
+
+    /// [`Self::step`] with the caller's loss terms, built from the purified
+    /// image, added to the generator's loss.
+    pub fn step_with(
+        &mut self,
+        batch: PurifierBatch,
+        lr: f64,
+        gan: GanTerm,
+        terms: impl FnOnce(Tensor<4>) -> Result<Vec<LossTerm>>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let PurifierBatch {
+            input,
+            mask,
+            target,
+        } = batch;
+        let out = self.purifier().purify(input, mask.clone())?;
         let mut losses = BTreeMap::new();
         let mut loss_g = l1_signed(out.image.clone(), target.clone());
         if let Some(coarse) = out.coarse.clone() {
             loss_g = loss_g + l1_signed(coarse, target.clone());
         }
         losses.insert("recon".to_string(), scalar(loss_g.clone().detach()));
-        if let Some(disc) = self.discriminator.take() {
-            let (disc, d_loss) = discriminator_step(
+        if let Some(disc) = &mut self.discriminator {
+            let d_loss = discriminator_step(
                 disc,
                 &mut self.d_optim,
                 lr,
@@ -120,23 +140,22 @@ impl PurifierTraining {
                 mask.clone(),
             )?;
             losses.insert("d_loss".to_string(), d_loss);
-            let adv = disc.forward(out.image.clone(), mask)?.mean().neg();
+            let adv = disc.get().forward(out.image.clone(), mask)?.mean().neg();
             losses.insert("g_adv".to_string(), scalar(adv.clone().detach()));
             // The public code detaches this term, so it adds no gradient.
-            loss_g = if gan_term_live {
-                loss_g + adv
-            } else {
-                loss_g + adv.detach()
+            loss_g = match gan {
+                GanTerm::Live => loss_g + adv,
+                GanTerm::Detached => loss_g + adv.detach(),
             };
-            self.discriminator = Some(disc);
         }
-        if let Some((name, term)) = extra(out.image)? {
-            losses.insert(name, scalar(term.clone().detach()));
-            loss_g = loss_g + term;
+        for term in terms(out.image)? {
+            losses.insert(term.name.to_string(), scalar(term.value.clone().detach()));
+            loss_g = loss_g + term.value;
         }
         losses.insert("g_loss".to_string(), scalar(loss_g.clone().detach()));
-        let grads = GradientsParams::from_grads(loss_g.backward(), &purifier);
-        self.purifier = Some(self.g_optim.step(lr, purifier, grads));
+        let grads = GradientsParams::from_grads(loss_g.backward(), self.purifier());
+        let optim = &mut self.g_optim;
+        self.purifier.replace(|p| optim.step(lr, p, grads));
         Ok(losses)
     }
 }
@@ -200,8 +219,13 @@ impl Stage for PretrainStage<'_> {
         let x = to_purify_size(x, self.purify_size);
         let draw = self.transform.draw(rng, x.dims())?;
         let t = first_pass(draw.apply(x.clone())?);
-        self.training
-            .step(t.image, t.mask, x, self.cfg.lr, true, |_| Ok(None))
+        let batch = PurifierBatch {
+            input: t.image,
+            mask: t.mask,
+            target: x,
+        };
+        // Pre-training always trains the generator against the discriminator.
+        self.training.step(batch, self.cfg.lr, GanTerm::Live)
     }
 
     fn validate(&mut self, rng: &mut AtopRng) -> Result<f64> {
@@ -218,7 +242,7 @@ impl Stage for PretrainStage<'_> {
         Ok(-err)
     }
 
-    super::purifier_stage_persistence!();
+    super::blocks::purifier_stage_persistence!();
 }
 
 #[cfg(test)]
@@ -255,8 +279,12 @@ mod tests {
     fn step(t: &mut PurifierTraining, device: &Device, k: u64) -> BTreeMap<String, f64> {
         device.seed(100 + k);
         let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device);
-        let m = Tensor::<4>::zeros([2, 1, 28, 28], device);
-        t.step(x.clone(), m, x, 1e-3, true, |_| Ok(None)).unwrap()
+        let batch = PurifierBatch {
+            input: x.clone(),
+            mask: Tensor::<4>::zeros([2, 1, 28, 28], device),
+            target: x,
+        };
+        t.step(batch, 1e-3, GanTerm::Live).unwrap()
     }
 
     /// Save after two steps, restore into a fresh training, and the next

@@ -6,9 +6,9 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor, normal_like,
-    per_sample_norm, project, sample_mask, scatter_rows, select_rows, symmetric_uniform_like,
-    targets_by_rank, to_i64, wrong_once,
+    AttackLoss, Evaluation, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor,
+    normal_like, per_sample_norm, project, sample_mask, scatter_rows, select_rows,
+    symmetric_uniform_like, targets_by_rank, to_i64, wrong_once,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -202,13 +202,33 @@ impl ApgdRun {
     /// One iteration: momentum step, evaluation, bookkeeping and, at a
     /// checkpoint, the step-size test.
     pub fn step<T: AttackTarget + ?Sized>(&mut self, target: &T, rng: &mut AtopRng) -> Result<()> {
+        let x_new = self.momentum_step();
+        self.x_old = std::mem::replace(&mut self.x_adv, x_new);
+        let ev = evaluate(
+            target,
+            &self.x_adv,
+            &self.y,
+            self.targets.as_ref(),
+            self.loss,
+            self.cfg.eot,
+            rng,
+        )?
+        .into_host()?;
+        self.record(ev);
+        if self.done == self.next {
+            self.step_size_check();
+        }
+        Ok(())
+    }
+
+    /// The next iterate: a step along the ascent direction, projected, then
+    /// (after the first iteration) APGD's momentum, projected again.
+    fn momentum_step(&self) -> Tensor<4> {
         let (x, cfg) = (&self.x, &self.cfg);
-        let dims = x.dims();
-        let n = dims[0];
-        let device = x.device();
+        let n = x.dims()[0];
         let step_t = Tensor::<1>::from_data(
             burn::tensor::TensorData::new(self.step_size.iter().map(|&s| s as f32).collect(), [n]),
-            &device,
+            &x.device(),
         )
         .reshape([n, 1, 1, 1]);
         let z = project(
@@ -217,28 +237,22 @@ impl ApgdRun {
             cfg.norm,
             cfg.eps,
         );
-        let x_new = if self.done == 0 {
-            z
-        } else {
-            let a = cfg.alpha;
-            let moved = self.x_adv.clone()
-                + (z - self.x_adv.clone()).mul_scalar(a)
-                + (self.x_adv.clone() - self.x_old.clone()).mul_scalar(1.0 - a);
-            project(moved, x, cfg.norm, cfg.eps)
-        };
-        self.x_old = std::mem::replace(&mut self.x_adv, x_new);
-        let ev = evaluate(
-            target,
-            &self.x_adv,
-            &self.y,
-            self.targets.as_ref(),
-            self.loss,
-            cfg.eot,
-            rng,
-        )?
-        .into_host()?;
-        self.grad = ev.grad;
+        if self.done == 0 {
+            return z;
+        }
+        let a = cfg.alpha;
+        let moved = self.x_adv.clone()
+            + (z - self.x_adv.clone()).mul_scalar(a)
+            + (self.x_adv.clone() - self.x_old.clone()).mul_scalar(1.0 - a);
+        project(moved, x, cfg.norm, cfg.eps)
+    }
 
+    /// Bookkeeping of one evaluation: points fooled, best loss and its
+    /// iterate and gradient, loss increases since the last check.
+    fn record(&mut self, ev: Evaluation) {
+        let dims = self.x.dims();
+        let device = self.x.device();
+        self.grad = ev.grad;
         let wrong_mask = sample_mask(&ev.wrong, dims, &device);
         self.x_found = self
             .x_found
@@ -269,39 +283,43 @@ impl ApgdRun {
         }
         self.last_loss = ev.loss;
         self.done += 1;
+    }
 
-        if self.done == self.next {
-            let interval = self.next - self.last_check;
-            let halve: Vec<bool> = (0..n)
-                .map(|s| {
-                    let oscillating = (self.increases[s] as f64) < cfg.rho * interval as f64;
-                    let stalled =
-                        !self.reduced_last[s] && self.loss_best_at_check[s] >= self.loss_best[s];
-                    oscillating || stalled
-                })
-                .collect();
-            for (step, _) in self.step_size.iter_mut().zip(&halve).filter(|(_, h)| **h) {
-                *step /= 2.0;
-            }
-            let mask = sample_mask(&halve, dims, &device);
-            self.x_adv = self
-                .x_adv
-                .clone()
-                .mask_where(mask.clone(), self.x_best.clone());
-            self.grad = self.grad.clone().mask_where(mask, self.grad_best.clone());
-            self.reduced_last = halve;
-            self.loss_best_at_check.clone_from(&self.loss_best);
-            self.increases.iter_mut().for_each(|c| *c = 0);
-            self.last_check = self.next;
-            let next = self.next;
-            self.next = self
-                .checkpoints
-                .iter()
-                .copied()
-                .find(|&c| c > next)
-                .unwrap_or(usize::MAX);
+    /// At a checkpoint: halve the step size of the points whose loss
+    /// oscillated or stalled, and restart them from their best iterate.
+    fn step_size_check(&mut self) {
+        let cfg = &self.cfg;
+        let dims = self.x.dims();
+        let (n, device) = (dims[0], self.x.device());
+        let interval = self.next - self.last_check;
+        let halve: Vec<bool> = (0..n)
+            .map(|s| {
+                let oscillating = (self.increases[s] as f64) < cfg.rho * interval as f64;
+                let stalled =
+                    !self.reduced_last[s] && self.loss_best_at_check[s] >= self.loss_best[s];
+                oscillating || stalled
+            })
+            .collect();
+        for (step, _) in self.step_size.iter_mut().zip(&halve).filter(|(_, h)| **h) {
+            *step /= 2.0;
         }
-        Ok(())
+        let mask = sample_mask(&halve, dims, &device);
+        self.x_adv = self
+            .x_adv
+            .clone()
+            .mask_where(mask.clone(), self.x_best.clone());
+        self.grad = self.grad.clone().mask_where(mask, self.grad_best.clone());
+        self.reduced_last = halve;
+        self.loss_best_at_check.clone_from(&self.loss_best);
+        self.increases.iter_mut().for_each(|c| *c = 0);
+        self.last_check = self.next;
+        let next = self.next;
+        self.next = self
+            .checkpoints
+            .iter()
+            .copied()
+            .find(|&c| c > next)
+            .unwrap_or(usize::MAX);
     }
 
     /// All remaining iterations, then [`Self::finish`].

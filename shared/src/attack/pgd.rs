@@ -22,7 +22,8 @@ pub struct PgdConfig {
     pub step_size: Option<f64>,
     pub steps: usize,
     pub random_start: bool,
-    /// Extra runs from new random starts; a point counts as broken if any run breaks it.
+    /// Runs from independent random starts (1 = a single run), as in APGD
+    /// and Square; a point counts as broken if any run breaks it.
     pub restarts: usize,
     /// Gradient samples averaged per step (Expectation over Transformation).
     pub eot: usize,
@@ -36,7 +37,7 @@ impl Default for PgdConfig {
             step_size: None,
             steps: 10,
             random_start: true,
-            restarts: 0,
+            restarts: 1,
             eot: 1,
         }
     }
@@ -45,10 +46,10 @@ impl Default for PgdConfig {
 impl PgdConfig {
     pub fn validate(&self) -> Result<()> {
         check_eps(self.eps)?;
-        if self.steps == 0 || self.eot == 0 {
+        if self.steps == 0 || self.eot == 0 || self.restarts == 0 {
             return Err(AtopError::config(
                 "attack",
-                "steps and eot must be at least 1",
+                "steps, eot and restarts (runs) must be at least 1",
             ));
         }
         if let Some(a) = self.step_size
@@ -82,7 +83,7 @@ pub fn fgsm<T: AttackTarget + ?Sized>(
         step_size: Some(eps.max(f64::MIN_POSITIVE)),
         steps: 1,
         random_start: false,
-        restarts: 0,
+        restarts: 1,
         eot,
     };
     pgd(target, x, labels, &cfg, rng)
@@ -186,13 +187,13 @@ pub fn pgd<T: AttackTarget + ?Sized>(
     let x = x.detach();
     let y = int_tensor(labels, &x.device());
     let mut best: Option<(Tensor<4>, Tensor<1, Bool>)> = None;
-    for _ in 0..=cfg.restarts {
+    for _ in 0..cfg.restarts {
         let mut run = PgdRun::start(x.clone(), labels, cfg, rng)?;
         while !run.is_finished() {
             run.step(target, rng)?;
         }
         let x_adv = run.adversarial();
-        if cfg.restarts == 0 {
+        if cfg.restarts == 1 {
             return Ok(x_adv);
         }
         let logits = target.logits(x_adv.clone(), rng)?.detach();

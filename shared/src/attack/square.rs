@@ -85,6 +85,7 @@ impl SquareConfig {
 }
 
 /// Images on the host, [n, c, h, w] row-major.
+#[derive(Clone)]
 struct HostImages {
     data: Vec<f32>,
     c: usize,
@@ -176,94 +177,88 @@ fn margins<T: AttackTarget + ?Sized>(
         .collect())
 }
 
-/// One Square run on the points in `todo`, from a fresh initialisation;
-/// a point's `best` and `margin` change only where this run does better.
-#[allow(clippy::too_many_arguments)]
-fn square_run<T: AttackTarget + ?Sized>(
-    target: &T,
-    x: &HostImages,
-    overall_best: &mut HostImages,
-    overall_margin: &mut [f32],
-    todo: &[usize],
-    labels: &[i64],
-    cfg: &SquareConfig,
-    device: &burn::tensor::Device,
-    rng: &mut AtopRng,
-) -> Result<()> {
-    let (c, h, w) = (x.c, x.h, x.w);
-    let eps = cfg.eps as f32;
-    // Initialisation: vertical stripes of +-eps (L-infinity), or a grid of
-    // patterns with random signs scaled to the L2 radius.
-    let mut start = HostImages {
-        data: x.data.clone(),
-        c,
-        h,
-        w,
-    };
-    for &i in todo {
-        let orig = x.image(i);
-        let img = start.image_mut(i);
-        match cfg.norm {
-            Norm::Linf => {
-                for ch in 0..c {
-                    for col in 0..w {
-                        let s = sign(rng) * eps;
-                        for row in 0..h {
-                            let k = (ch * h + row) * w + col;
-                            img[k] = (orig[k] + s).clamp(0.0, 1.0);
-                        }
-                    }
-                }
+/// The fixed inputs of a Square search: target, clean images, labels,
+/// settings.
+struct Search<'a, T: AttackTarget + ?Sized> {
+    target: &'a T,
+    x: &'a HostImages,
+    labels: &'a [i64],
+    cfg: &'a SquareConfig,
+    device: &'a burn::tensor::Device,
+}
+
+/// Where a search stands: per point the lowest-margin images and margins.
+struct Found<'a> {
+    best: &'a mut HostImages,
+    margin: &'a mut [f32],
+}
+
+impl<T: AttackTarget + ?Sized> Search<'_, T> {
+    fn margins(
+        &self,
+        images: &HostImages,
+        points: &[usize],
+        rng: &mut AtopRng,
+    ) -> Result<Vec<f32>> {
+        margins(self.target, images, points, self.labels, self.device, rng)
+    }
+
+    /// One Square run on the points in `todo`, from a fresh initialisation;
+    /// a point's best image and margin change only where this run does better.
+    fn run(&self, overall: Found, todo: &[usize], rng: &mut AtopRng) -> Result<()> {
+        let start = self.initialise(todo, rng);
+        // The search continues from the initialisation whatever its margin.
+        let init = self.margins(&start, todo, rng)?;
+        let mut margin = overall.margin.to_vec();
+        for (j, &i) in todo.iter().enumerate() {
+            margin[i] = init[j];
+        }
+        let mut best = start;
+        let mut candidate = best.clone();
+        for it in 0..self.cfg.queries.saturating_sub(1) {
+            let active: Vec<usize> = todo.iter().copied().filter(|&i| margin[i] > 0.0).collect();
+            if active.is_empty() {
+                break;
             }
-            Norm::L2 => {
-                let s = (h / 5).max(1);
-                let offset = h.saturating_sub(s * 5) / 2;
-                let mut delta = vec![0f32; c * h * w];
-                for bh in 0..h / s {
-                    for bw in 0..w / s {
-                        let pattern = l2_pattern(s, rng);
-                        for ch in 0..c {
-                            let sg = sign(rng);
-                            for r in 0..s {
-                                for q in 0..s {
-                                    let (row, col) = (offset + bh * s + r, offset + bw * s + q);
-                                    if row < h && col < w {
-                                        delta[(ch * h + row) * w + col] += sg * pattern[r * s + q];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                let norm = delta.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-12;
-                for k in 0..img.len() {
-                    img[k] = (orig[k] + delta[k] / norm * eps).clamp(0.0, 1.0);
+            self.propose(&best, &mut candidate, &active, it, rng);
+            let new = self.margins(&candidate, &active, rng)?;
+            for (j, &i) in active.iter().enumerate() {
+                if new[j] < margin[i] {
+                    margin[i] = new[j];
+                    best.image_mut(i).copy_from_slice(candidate.image(i));
                 }
             }
         }
-    }
-    // The search continues from the initialisation whatever its margin.
-    let init = margins(target, &start, todo, labels, device, rng)?;
-    let mut margin = overall_margin.to_vec();
-    for (j, &i) in todo.iter().enumerate() {
-        margin[i] = init[j];
-    }
-    let mut best = start;
-    let n_features = c * h * w;
-    let mut candidate = HostImages {
-        data: best.data.clone(),
-        c,
-        h,
-        w,
-    };
-    for it in 0..cfg.queries.saturating_sub(1) {
-        let active: Vec<usize> = todo.iter().copied().filter(|&i| margin[i] > 0.0).collect();
-        if active.is_empty() {
-            break;
+        for &i in todo {
+            if margin[i] < overall.margin[i] {
+                overall.margin[i] = margin[i];
+                overall.best.image_mut(i).copy_from_slice(best.image(i));
+            }
         }
-        let p = cfg.window_fraction(it);
-        let side = ((p * n_features as f64 / c as f64).sqrt().round() as usize).max(1);
-        let side = match cfg.norm {
+        Ok(())
+    }
+
+    /// Vertical stripes of +-eps (L-infinity), or a grid of patterns with
+    /// random signs scaled to the L2 radius, on each point of `todo`.
+    fn initialise(&self, todo: &[usize], rng: &mut AtopRng) -> HostImages {
+        let (x, eps) = (self.x, self.cfg.eps as f32);
+        let mut start = x.clone();
+        for &i in todo {
+            let img = start.image_mut(i);
+            match self.cfg.norm {
+                Norm::Linf => linf_stripes(x.image(i), img, (x.c, x.h, x.w), eps, rng),
+                Norm::L2 => l2_grid(x.image(i), img, (x.c, x.h, x.w), eps, rng),
+            }
+        }
+        start
+    }
+
+    /// Side of the square window at iteration `it`.
+    fn window_side(&self, it: usize) -> usize {
+        let (c, h, w) = (self.x.c, self.x.h, self.x.w);
+        let p = self.cfg.window_fraction(it);
+        let side = ((p * (c * h * w) as f64 / c as f64).sqrt().round() as usize).max(1);
+        match self.cfg.norm {
             Norm::Linf => side,
             // Odd and at least 3 for the L2 pattern.
             Norm::L2 => {
@@ -271,7 +266,22 @@ fn square_run<T: AttackTarget + ?Sized>(
                 if s.is_multiple_of(2) { s + 1 } else { s }
             }
         }
-        .min(h.min(w));
+        .min(h.min(w))
+    }
+
+    /// The candidates of iteration `it`: each active point's best image with
+    /// one random window changed.
+    fn propose(
+        &self,
+        best: &HostImages,
+        candidate: &mut HostImages,
+        active: &[usize],
+        it: usize,
+        rng: &mut AtopRng,
+    ) {
+        let (c, h, w) = (self.x.c, self.x.h, self.x.w);
+        let eps = self.cfg.eps as f32;
+        let side = self.window_side(it);
         let mut corner = || {
             (
                 rng.random_range(0..(h - side).max(1)),
@@ -279,17 +289,17 @@ fn square_run<T: AttackTarget + ?Sized>(
             )
         };
         let (vh, vw) = corner();
-        let (vh2, vw2) = if cfg.norm == Norm::L2 {
+        let (vh2, vw2) = if self.cfg.norm == Norm::L2 {
             corner()
         } else {
             (0, 0)
         };
-        for &i in &active {
-            let orig = x.image(i);
+        for &i in active {
+            let orig = self.x.image(i);
             let cur = best.image(i).to_vec();
             let img = candidate.image_mut(i);
             img.copy_from_slice(&cur);
-            match cfg.norm {
+            match self.cfg.norm {
                 Norm::Linf => {
                     for ch in 0..c {
                         let s = sign(rng) * eps;
@@ -302,35 +312,64 @@ fn square_run<T: AttackTarget + ?Sized>(
                     }
                 }
                 Norm::L2 => {
-                    l2_update(
-                        orig,
-                        &cur,
-                        img,
-                        (c, h, w),
-                        side,
-                        (vh, vw),
-                        (vh2, vw2),
-                        eps,
-                        rng,
-                    );
+                    let windows = [(vh, vw), (vh2, vw2)];
+                    l2_update(orig, &cur, img, (c, h, w), side, windows, eps, rng);
                 }
             }
         }
-        let new = margins(target, &candidate, &active, labels, device, rng)?;
-        for (j, &i) in active.iter().enumerate() {
-            if new[j] < margin[i] {
-                margin[i] = new[j];
-                best.image_mut(i).copy_from_slice(candidate.image(i));
+    }
+}
+
+/// L-infinity initialisation: each column of each channel moves by +-eps.
+fn linf_stripes(
+    orig: &[f32],
+    img: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+    eps: f32,
+    rng: &mut AtopRng,
+) {
+    for ch in 0..c {
+        for col in 0..w {
+            let s = sign(rng) * eps;
+            for row in 0..h {
+                let k = (ch * h + row) * w + col;
+                img[k] = (orig[k] + s).clamp(0.0, 1.0);
             }
         }
     }
-    for &i in todo {
-        if margin[i] < overall_margin[i] {
-            overall_margin[i] = margin[i];
-            overall_best.image_mut(i).copy_from_slice(best.image(i));
+}
+
+/// L2 initialisation: a grid of signed patterns, rescaled to the radius.
+fn l2_grid(
+    orig: &[f32],
+    img: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+    eps: f32,
+    rng: &mut AtopRng,
+) {
+    let s = (h / 5).max(1);
+    let offset = h.saturating_sub(s * 5) / 2;
+    let mut delta = vec![0f32; c * h * w];
+    for bh in 0..h / s {
+        for bw in 0..w / s {
+            let pattern = l2_pattern(s, rng);
+            for ch in 0..c {
+                let sg = sign(rng);
+                for r in 0..s {
+                    for q in 0..s {
+                        let (row, col) = (offset + bh * s + r, offset + bw * s + q);
+                        if row < h && col < w {
+                            delta[(ch * h + row) * w + col] += sg * pattern[r * s + q];
+                        }
+                    }
+                }
+            }
         }
     }
-    Ok(())
+    let norm = delta.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-12;
+    for k in 0..img.len() {
+        img[k] = (orig[k] + delta[k] / norm * eps).clamp(0.0, 1.0);
+    }
 }
 
 /// The L2 step: the budget of window 2 moves into window 1, which gets a
@@ -342,8 +381,7 @@ fn l2_update(
     out: &mut [f32],
     (c, h, w): (usize, usize, usize),
     s: usize,
-    (vh, vw): (usize, usize),
-    (vh2, vw2): (usize, usize),
+    [(vh, vw), (vh2, vw2)]: [(usize, usize); 2],
     eps: f32,
     rng: &mut AtopRng,
 ) {
@@ -414,31 +452,27 @@ pub fn square<T: AttackTarget + ?Sized>(
         h,
         w,
     };
-    let mut best = HostImages {
-        data: host.data.clone(),
-        c,
-        h,
-        w,
-    };
+    let mut best = host.clone();
     let all: Vec<usize> = (0..n).collect();
     let mut margin = margins(target, &host, &all, labels, &device, rng)?;
+    let search = Search {
+        target,
+        x: &host,
+        labels,
+        cfg,
+        device: &device,
+    };
     if cfg.eps > 0.0 {
         for _ in 0..cfg.restarts {
             let todo: Vec<usize> = all.iter().copied().filter(|&i| margin[i] > 0.0).collect();
             if todo.is_empty() {
                 break;
             }
-            square_run(
-                target,
-                &host,
-                &mut best,
-                &mut margin,
-                &todo,
-                labels,
-                cfg,
-                &device,
-                rng,
-            )?;
+            let found = Found {
+                best: &mut best,
+                margin: &mut margin,
+            };
+            search.run(found, &todo, rng)?;
         }
     }
     Ok(Tensor::from_data(TensorData::new(best.data, dims), &device))

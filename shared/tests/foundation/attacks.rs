@@ -42,7 +42,7 @@ fn attacks_stay_in_the_eps_ball_and_the_box() {
             norm,
             eps,
             steps: 5,
-            restarts: 1,
+            restarts: 2,
             ..PgdConfig::default()
         };
         let adv = pgd(&target, x.clone(), &y, &cfg, &mut seeded(1)).unwrap();

@@ -1,0 +1,203 @@
+//! The command line: every subcommand and its arguments (clap).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::eval::Shard;
+
+#[derive(Parser)]
+#[command(
+    name = "atop",
+    version,
+    about = "AToP: adversarial training on purification"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Run configuration (TOML, see configs/).
+    #[arg(long, default_value = "configs/fmnist.toml")]
+    pub config: PathBuf,
+    /// Override a configuration value, e.g. `--set finetune.lambda=0.1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Output directory (artifacts, checkpoints, metrics, reports).
+    // An Option only so that `atop eval merge` can leave it out; clap
+    // requires it everywhere else.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Continue from the checkpoints in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute device: `flex` (pure-Rust CPU, default); with the `tch`
+    /// feature also `cpu` (LibTorch) and `cuda:N`.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+}
+
+impl RunArgs {
+    pub fn out(&self) -> &Path {
+        self.out.as_deref().unwrap_or(Path::new("."))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train the classifier normally.
+    TrainClassifier(RunArgs),
+    /// Pre-train the purifier (GAN or AE) to rebuild images from t(x).
+    Pretrain(RunArgs),
+    /// AToP fine-tuning of a pre-trained purifier against a frozen classifier.
+    Finetune(FinetuneArgs),
+    /// Robust evaluation of an artifact's classifier and defense
+    /// (`atop eval merge --out D SHARD...` combines `--shard` runs).
+    Eval(EvalCommand),
+    /// Every stage on Fashion-MNIST with small models, then the report.
+    Quickstart(RunArgs),
+    /// Median time of one training step per stage and of one PGD step.
+    Bench(BenchArgs),
+    /// Verify an artifact (format version, payload hash, defense identity,
+    /// configurations against tensors) and print its manifest.
+    Inspect {
+        artifact: PathBuf,
+        /// Print the manifest as JSON only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite an artifact of an older format (1) as the current one: the
+    /// payload is verified and its defense identity computed and recorded.
+    Upgrade {
+        artifact: PathBuf,
+        /// Output artifact.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Redraw the PNG plots of an output directory from its metrics.jsonl and report.json.
+    Plot { dir: PathBuf },
+    /// Replay a browser-demo permalink: the same attack on the same image,
+    /// printing the logits the demo shows (JSON).
+    Attack {
+        /// The artifact the link names (by its defense SHA-256).
+        #[arg(long)]
+        artifact: PathBuf,
+        /// The permalink, or just its query string (`v=2&artifact=...`).
+        #[arg(long)]
+        link: String,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        /// Write the JSON here instead of printing it.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Bundle test images into an artifact for the browser demo.
+    ExportWeb(ExportWebArgs),
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Artifact holding the classifier.
+    #[arg(long)]
+    pub classifier: PathBuf,
+    /// Artifact holding the pre-trained purifier.
+    #[arg(long)]
+    pub purifier: PathBuf,
+}
+
+/// `atop eval [ARGS]`, or `atop eval merge ...`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvalCommand {
+    #[command(subcommand)]
+    pub merge: Option<EvalSubcommand>,
+    #[command(flatten)]
+    pub args: EvalArgs,
+}
+
+#[derive(Subcommand)]
+pub enum EvalSubcommand {
+    /// Combine the report.json files of `atop eval --shard i/n` runs.
+    Merge {
+        /// Output directory for the merged report.
+        #[arg(long)]
+        out: PathBuf,
+        /// The shards' report.json files or output directories.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Artifact with classifier and purifier.
+    #[arg(long, required = true)]
+    artifact: Option<PathBuf>,
+    /// Another purifier artifact to evaluate side by side (e.g. before fine-tuning).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Evaluation protocol: a TOML file with the keys of a config's [eval] table.
+    #[arg(long)]
+    pub protocol: Option<PathBuf>,
+    /// Evaluate only the batches b with b % n == i (e.g. `--shard 0/4`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Use the run configuration's [transform] and data.purify_size
+    /// instead of the artifacts' (an ablation; the report says so).
+    #[arg(long)]
+    pub override_transform: bool,
+}
+
+impl EvalArgs {
+    pub fn artifact(&self) -> &Path {
+        self.artifact.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "configs/fmnist.toml")]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Only the benchmarks whose name contains this word.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExportWebArgs {
+    /// Configuration naming the dataset (its test split gives the images).
+    #[arg(long, default_value = "configs/fmnist.toml")]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Artifact with classifier, purifier and transform.
+    #[arg(long)]
+    pub artifact: PathBuf,
+    /// Number of test images, classes taken in turn.
+    #[arg(long, default_value_t = 40)]
+    pub samples: usize,
+    /// Store the weights as f16 (half the download; a new artifact with
+    /// its own hash, computing with the rounded weights).
+    #[arg(long)]
+    pub half: bool,
+    /// Output artifact.
+    #[arg(long)]
+    pub out: PathBuf,
+}
