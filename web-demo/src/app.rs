@@ -1,58 +1,31 @@
-//! The page: backend choice, artifact loading, image choice and the
-//! controls. The attack itself and the display of its results are in
-//! [`crate::run`].
+//! The page's start: backend choice, artifact loading, image choices and the
+//! event wiring. The page's state is [`crate::state`], the controls
+//! [`crate::controls`], the attack and its display [`crate::run`]; imports
+//! go one way (app -> run -> controls -> state -> dom).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use atop::artifact::Artifact;
-use atop::demo::{DemoAttack, DemoMode, DemoModels, ImageRef, Permalink};
+use atop::demo::{DemoModels, ImageRef, Permalink};
 use burn::tensor::Device;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
-    Event, HtmlButtonElement, HtmlCanvasElement, HtmlInputElement, HtmlOptionElement,
-    HtmlSelectElement, ImageBitmap, Response,
+    Event, HtmlCanvasElement, HtmlInputElement, HtmlOptionElement, HtmlSelectElement, ImageBitmap,
+    Response,
 };
 
 use crate::dom::{
-    by_id, clear_error, document, js_error, select_value, set_attr, set_text, set_value,
-    show_error, window,
+    by_id, clear_error, document, js_error, set_attr, set_text, set_value, show_error, window,
 };
 use crate::pixels::rgba_to_input;
 use crate::run;
+use crate::state::{App, Loaded, Shared};
 
 /// The artifact shipped with the demo (made by scripts/make-demo-artifact.sh).
 const BUNDLED_ARTIFACT: &str = "assets/fmnist-demo.safetensors";
-
-/// One loaded artifact.
-pub struct Loaded {
-    pub name: String,
-    pub artifact: Artifact,
-    /// The models on the page's device.
-    pub models: DemoModels,
-    /// The same models on the CPU backend, for APGD under WebGPU (made on
-    /// first use).
-    pub cpu_models: Option<DemoModels>,
-}
-
-impl Loaded {
-    pub fn sha256(&self) -> &str {
-        &self.artifact.manifest.defense_sha256
-    }
-}
-
-pub struct App {
-    pub device: Device,
-    pub webgpu: bool,
-    pub loaded: Option<Loaded>,
-    /// The last uploaded image, as the model's 8-bit input.
-    pub upload: Option<ImageRef>,
-    pub busy: bool,
-}
-
-pub type Shared = Rc<RefCell<App>>;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -265,14 +238,7 @@ fn apply_permalink(app: &Shared, link: &Permalink) -> Result<(), String> {
         ImageRef::Sample(i) => set_value("image", &format!("sample:{i}")),
         pixels @ ImageRef::Pixels { .. } => set_upload(app, pixels.clone())?,
     }
-    set_value("attack", link.attack.name());
-    set_value("norm", &link.norm);
-    set_value("eps", &link.eps.to_string());
-    set_value("steps", &link.steps.to_string());
-    set_value("eot", &link.eot.to_string());
-    set_value("transform", &link.transform);
-    set_value("mode", link.mode.name());
-    set_value("seed", &link.seed.to_string());
+    crate::controls::set_controls(link);
     Ok(())
 }
 
@@ -284,64 +250,6 @@ fn set_upload(app: &Shared, image: ImageRef) -> Result<(), String> {
     app.borrow_mut().upload = Some(image);
     select.set_value("upload");
     Ok(())
-}
-
-/// The image the `#image` control names: a bundled sample or the upload.
-pub fn selected_image(state: &App) -> Result<ImageRef, String> {
-    Ok(match select_value("image")?.as_str() {
-        "upload" => state.upload.clone().ok_or("no image was uploaded")?,
-        other => ImageRef::Sample(
-            other
-                .strip_prefix("sample:")
-                .and_then(|i| i.parse().ok())
-                .ok_or("pick a test image")?,
-        ),
-    })
-}
-
-/// The controls as a permalink (errors name the control).
-pub fn read_controls(app: &Shared) -> Result<Permalink, String> {
-    let state = app.borrow();
-    let loaded = state.loaded.as_ref().ok_or("no artifact is loaded")?;
-    let image = selected_image(&state)?;
-    let attack = match select_value("attack")?.as_str() {
-        "fgsm" => DemoAttack::Fgsm,
-        "apgd-ce" => DemoAttack::ApgdCe,
-        _ => DemoAttack::Pgd,
-    };
-    let mode = match select_value("mode")?.as_str() {
-        "classifier-only" => DemoMode::ClassifierOnly,
-        _ => DemoMode::Full,
-    };
-    let number = |id: &str| -> Result<String, String> {
-        let v = crate::dom::input_value(id)?;
-        if v.trim().is_empty() {
-            Err(format!("{id}: enter a value"))
-        } else {
-            Ok(v.trim().to_string())
-        }
-    };
-    let parse_u = |id: &str| -> Result<u64, String> {
-        number(id)?
-            .parse()
-            .map_err(|_| format!("{id}: expected a whole number"))
-    };
-    let link = Permalink {
-        artifact_sha256: loaded.sha256().to_string(),
-        image,
-        attack,
-        norm: select_value("norm")?,
-        eps: number("eps")?
-            .parse()
-            .map_err(|_| "eps: expected a number".to_string())?,
-        steps: parse_u("steps")? as usize,
-        eot: parse_u("eot")? as usize,
-        transform: select_value("transform")?,
-        mode,
-        seed: parse_u("seed")?,
-    };
-    // The parser's checks (ranges, names) apply to the form too.
-    Permalink::from_query(&link.to_query()).map_err(|e| e.to_string())
 }
 
 fn on<E: JsCast>(id: &str, event: &str, f: impl Fn(E) + 'static) -> Result<(), String> {
@@ -463,12 +371,4 @@ async fn upload_image(app: &Shared) -> Result<(), String> {
         },
     )?;
     run::show_clean(app).await.map(|_| ())
-}
-
-/// Enables or disables the attack button while an attack runs.
-pub fn set_busy(app: &Shared, busy: bool) {
-    app.borrow_mut().busy = busy;
-    if let Ok(button) = by_id::<HtmlButtonElement>("run-attack") {
-        button.set_disabled(busy);
-    }
 }

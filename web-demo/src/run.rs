@@ -7,12 +7,13 @@ use atop::demo::{self, DemoAttack, DemoAttackRun, DemoModels, Permalink};
 use burn::tensor::Tensor;
 use web_sys::{HtmlAnchorElement, HtmlElement, HtmlProgressElement};
 
-use crate::app::{Shared, read_controls, selected_image, set_busy};
+use crate::controls::{read_controls, selected_image};
 use crate::dom::{
     by_id, clear_error, document, draw_rgba, now_ms, set_attr, set_text, show_error, window,
     yield_to_browser,
 };
 use crate::pixels::{perturbation_rgba, to_rgba, transformed_rgba};
+use crate::state::{Shared, set_busy};
 
 /// Reads a tensor back without blocking (WebGPU cannot block in a browser).
 async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
@@ -120,8 +121,7 @@ async fn attack(app: &Shared) -> Result<(), String> {
     let link = read_controls(app)?;
     publish_permalink(&link)?;
     let (models, on_cpu) = models_for(app, link.attack)?;
-    let kind = demo::transform_kind(&link).map_err(|e| e.to_string())?;
-    let defense = models.defense(kind);
+    let defense = models.defense(link.transform);
     let (image, label) = models.image(&link.image).map_err(|e| e.to_string())?;
     let clean_logits = read(defense.classify(image.clone()).map_err(|e| e.to_string())?).await?;
     let label = demo::attack_label(label, &clean_logits);
