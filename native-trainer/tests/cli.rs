@@ -120,7 +120,7 @@ fn edit_manifest(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec
     edit(&mut manifest);
     header["__metadata__"]["atop"] = manifest.to_string().into();
     let mut new_header = header.to_string().into_bytes();
-    while new_header.len() % 8 != 0 {
+    while !new_header.len().is_multiple_of(8) {
         new_header.push(b' ');
     }
     let mut out = (new_header.len() as u64).to_le_bytes().to_vec();

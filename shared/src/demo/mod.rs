@@ -13,18 +13,20 @@ pub mod permalink;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
-pub use permalink::{DemoAttack, DemoMode, ImageRef, Permalink, PermalinkError};
+pub use permalink::{
+    DemoAttack, DemoMode, ImageRef, LinkName, Norm, Permalink, PermalinkError, TransformKind,
+};
 
 use crate::artifact::Artifact;
 use crate::attack::{
     ApgdConfig, ApgdLoss, ApgdRun, AttackTarget, ClassifierTarget, DefenseTarget, GradientMode,
-    Norm, PgdConfig, PgdRun,
+    PgdConfig, PgdRun,
 };
 use crate::defense::Defense;
 use crate::error::{AtopError, Result};
 use crate::model::ClassifierConfig;
 use crate::rng::{AtopRng, fork, seeded};
-use crate::transform::{TransformConfig, TransformKind};
+use crate::transform::TransformConfig;
 
 /// The models of one artifact, loaded frozen on an autodiff device (the
 /// attacks differentiate through them; their weights never change).
@@ -190,30 +192,6 @@ impl DemoModels {
     }
 }
 
-/// The demo's transform choice by its permalink name.
-pub fn transform_kind(link: &Permalink) -> Result<TransformKind> {
-    match link.transform.as_str() {
-        "rt1" => Ok(TransformKind::Rt1),
-        "rt2" => Ok(TransformKind::Rt2),
-        "rt3" => Ok(TransformKind::Rt3),
-        other => Err(AtopError::config(
-            "transform",
-            format!("{other}: expected rt1, rt2 or rt3"),
-        )),
-    }
-}
-
-fn norm(link: &Permalink) -> Result<Norm> {
-    match link.norm.as_str() {
-        "linf" => Ok(Norm::Linf),
-        "l2" => Ok(Norm::L2),
-        other => Err(AtopError::config(
-            "norm",
-            format!("{other}: expected linf or l2"),
-        )),
-    }
-}
-
 /// The two random streams of one demo run, both from the link's seed: the
 /// attack's (random start, transform draws while attacking) and the
 /// scoring's (the transform draw the defended prediction is shown for).
@@ -250,7 +228,7 @@ impl DemoAttackRun {
         link: &Permalink,
     ) -> Result<Self> {
         let (mut rng, _) = streams(link.seed);
-        let norm = norm(link)?;
+        let norm = link.norm;
         let labels = [label];
         let pgd = |cfg: PgdConfig, rng: &mut AtopRng| -> Result<Stepper> {
             Ok(Stepper::Pgd(Box::new(PgdRun::start(
@@ -268,7 +246,7 @@ impl DemoAttackRun {
                     step_size: Some(link.eps.max(f64::MIN_POSITIVE)),
                     steps: 1,
                     random_start: false,
-                    restarts: 0,
+                    restarts: 1,
                     eot: link.eot,
                 },
                 &mut rng,
@@ -280,7 +258,7 @@ impl DemoAttackRun {
                     step_size: None,
                     steps: link.steps,
                     random_start: true,
-                    restarts: 0,
+                    restarts: 1,
                     eot: link.eot,
                 },
                 &mut rng,

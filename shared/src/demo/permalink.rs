@@ -9,6 +9,10 @@
 //! back.
 
 use std::fmt;
+use std::str::FromStr;
+
+pub use crate::attack::Norm;
+pub use crate::transform::TransformKind;
 
 /// The permalink format's version; a link of another version is refused.
 /// Version 2 names the artifact by its defense identity (weights, model
@@ -55,13 +59,11 @@ pub struct Permalink {
     pub artifact_sha256: String,
     pub image: ImageRef,
     pub attack: DemoAttack,
-    /// "linf" or "l2".
-    pub norm: String,
+    pub norm: Norm,
     pub eps: f64,
     pub steps: usize,
     pub eot: usize,
-    /// "rt1", "rt2" or "rt3".
-    pub transform: String,
+    pub transform: TransformKind,
     pub mode: DemoMode,
     /// Seeds the transform draws and the attack's random start.
     pub seed: u64,
@@ -109,6 +111,94 @@ impl DemoMode {
             Self::ClassifierOnly => "classifier-only",
             Self::Full => "full",
         }
+    }
+}
+
+/// The names a link (and the page's controls) use for each choice; parsing
+/// goes through [`FromStr`], so the page and the parser accept the same words.
+pub trait LinkName: Sized + Copy + 'static {
+    const PARAMETER: &'static str;
+    const ALL: &'static [Self];
+    fn link_name(self) -> &'static str;
+}
+
+impl LinkName for DemoAttack {
+    const PARAMETER: &'static str = "attack";
+    const ALL: &'static [Self] = &[Self::Fgsm, Self::Pgd, Self::ApgdCe];
+    fn link_name(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl LinkName for DemoMode {
+    const PARAMETER: &'static str = "mode";
+    const ALL: &'static [Self] = &[Self::Full, Self::ClassifierOnly];
+    fn link_name(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl LinkName for Norm {
+    const PARAMETER: &'static str = "norm";
+    const ALL: &'static [Self] = &[Norm::Linf, Norm::L2];
+    fn link_name(self) -> &'static str {
+        match self {
+            Norm::Linf => "linf",
+            Norm::L2 => "l2",
+        }
+    }
+}
+
+impl LinkName for TransformKind {
+    const PARAMETER: &'static str = "transform";
+    const ALL: &'static [Self] = &[TransformKind::Rt1, TransformKind::Rt2, TransformKind::Rt3];
+    fn link_name(self) -> &'static str {
+        match self {
+            TransformKind::Rt1 => "rt1",
+            TransformKind::Rt2 => "rt2",
+            TransformKind::Rt3 => "rt3",
+        }
+    }
+}
+
+/// Parses a choice by its link name, or names the parameter and the choices.
+pub fn parse_choice<T: LinkName>(text: &str) -> Result<T, PermalinkError> {
+    T::ALL
+        .iter()
+        .copied()
+        .find(|t| t.link_name() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = T::ALL.iter().map(|t| t.link_name()).collect();
+            bad(
+                T::PARAMETER,
+                format!("{text}: expected one of {}", names.join(", ")),
+            )
+        })
+}
+
+macro_rules! link_from_str {
+    ($($t:ty),*) => {$(
+        impl FromStr for $t {
+            type Err = PermalinkError;
+            fn from_str(text: &str) -> Result<Self, PermalinkError> {
+                parse_choice(text)
+            }
+        }
+    )*};
+}
+link_from_str!(DemoAttack, DemoMode);
+
+impl FromStr for Norm {
+    type Err = PermalinkError;
+    fn from_str(text: &str) -> Result<Self, PermalinkError> {
+        parse_choice(text)
+    }
+}
+
+impl FromStr for TransformKind {
+    type Err = PermalinkError;
+    fn from_str(text: &str) -> Result<Self, PermalinkError> {
+        parse_choice(text)
     }
 }
 
@@ -201,17 +291,9 @@ impl<'a> Pairs<'a> {
         }
     }
 
-    /// One of `choices`, by its name.
-    fn choice<T: Copy>(&self, k: &str, choices: &[(&str, T)]) -> Result<T, PermalinkError> {
-        let v = self.get(k)?;
-        choices
-            .iter()
-            .find(|(name, _)| *name == v)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-                bad(k, format!("{v}: expected one of {}", names.join(", ")))
-            })
+    /// A choice, parsed by its link name.
+    fn choice<T: LinkName>(&self) -> Result<T, PermalinkError> {
+        parse_choice(self.get(T::PARAMETER)?)
     }
 }
 
@@ -284,11 +366,11 @@ impl Permalink {
             "v={VERSION}&artifact={}&image={image}&attack={}&norm={}&eps={}&steps={}&eot={}&transform={}&mode={}&seed={}",
             self.artifact_sha256,
             self.attack.name(),
-            self.norm,
+            self.norm.link_name(),
             self.eps,
             self.steps,
             self.eot,
-            self.transform,
+            self.transform.link_name(),
             self.mode.name(),
             self.seed
         )
@@ -315,31 +397,16 @@ impl Permalink {
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(bad("eps", format!("{eps}: must be finite and >= 0")));
         }
-        use DemoAttack::*;
-        use DemoMode::*;
         Ok(Permalink {
             artifact_sha256,
             image: parse_image(pairs.get("image")?)?,
-            attack: pairs.choice(
-                "attack",
-                &[("fgsm", Fgsm), ("pgd", Pgd), ("apgd-ce", ApgdCe)],
-            )?,
-            norm: pairs
-                .choice("norm", &[("linf", "linf"), ("l2", "l2")])?
-                .to_string(),
+            attack: pairs.choice()?,
+            norm: pairs.choice()?,
             eps,
             steps: pairs.budget("steps", MAX_STEPS)?,
             eot: pairs.budget("eot", MAX_EOT)?,
-            transform: pairs
-                .choice(
-                    "transform",
-                    &[("rt1", "rt1"), ("rt2", "rt2"), ("rt3", "rt3")],
-                )?
-                .to_string(),
-            mode: pairs.choice(
-                "mode",
-                &[("full", Full), ("classifier-only", ClassifierOnly)],
-            )?,
+            transform: pairs.choice()?,
+            mode: pairs.choice()?,
             seed: pairs.number("seed")?,
         })
     }
@@ -354,11 +421,11 @@ mod tests {
             artifact_sha256: "ab".repeat(32),
             image: ImageRef::Sample(12),
             attack: DemoAttack::Pgd,
-            norm: "linf".into(),
+            norm: Norm::Linf,
             eps: 0.1,
             steps: 10,
             eot: 4,
-            transform: "rt2".into(),
+            transform: TransformKind::Rt2,
             mode: DemoMode::Full,
             seed: 42,
         }

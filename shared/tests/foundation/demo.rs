@@ -22,18 +22,18 @@ fn link(sha: &str, attack: DemoAttack, mode: DemoMode) -> Permalink {
         artifact_sha256: sha.to_string(),
         image: ImageRef::Sample(0),
         attack,
-        norm: "linf".into(),
+        norm: atop::attack::Norm::Linf,
         eps: 0.1,
         steps: 4,
         eot: 2,
-        transform: "rt2".into(),
+        transform: atop::transform::TransformKind::Rt2,
         mode,
         seed: 7,
     }
 }
 
 fn run(models: &DemoModels, link: &Permalink) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let defense = models.defense(demo::transform_kind(link).unwrap());
+    let defense = models.defense(link.transform);
     let (image, label) = models.image(&link.image).unwrap();
     let mut attack = DemoAttackRun::start(&defense, image.clone(), label.unwrap(), link).unwrap();
     let mut steps = 0;
