@@ -374,13 +374,8 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
 
 /// Clean accuracy of the classifier and of each defense.
 fn clean_rows(batches: &Batches, units: &mut Units) -> Result<Vec<EvalRow>> {
-    let EvalInputs {
-        classifier,
-        defenses,
-        cfg,
-        seed,
-        ..
-    } = *batches.inputs;
+    let i = batches.inputs;
+    let (classifier, defenses, cfg, seed) = (i.classifier, i.defenses, i.cfg, i.seed);
     let classifier_target = ClassifierTarget(classifier);
     let mut counts = Vec::new();
     for &b in &batches.mine {
@@ -414,13 +409,8 @@ fn attack_rows(
     attack: &EvalAttack,
     units: &mut Units,
 ) -> Result<Vec<EvalRow>> {
-    let EvalInputs {
-        classifier,
-        defenses,
-        cfg,
-        seed,
-        ..
-    } = *batches.inputs;
+    let i = batches.inputs;
+    let (classifier, defenses, cfg, seed) = (i.classifier, i.defenses, i.cfg, i.seed);
     let classifier_target = ClassifierTarget(classifier);
     // The bare classifier's adversarials, also the transfer attack's.
     let classifier_adv = |b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {

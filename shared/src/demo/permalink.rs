@@ -233,31 +233,32 @@ pub const MAX_EOT: u64 = 100;
 /// The largest side of an uploaded image carried in a link.
 pub const MAX_IMAGE_SIDE: usize = 1024;
 
+/// The parameters of a link, in the order `to_query` writes them.
+pub const PARAMETERS: [&str; 11] = [
+    "v",
+    "artifact",
+    "image",
+    "attack",
+    "norm",
+    "eps",
+    "steps",
+    "eot",
+    "transform",
+    "mode",
+    "seed",
+];
+
 /// The `key=value` pairs of a query, each key at most once.
 struct Pairs<'a>(Vec<(&'a str, &'a str)>);
 
 impl<'a> Pairs<'a> {
-    const KNOWN: [&'static str; 11] = [
-        "v",
-        "artifact",
-        "image",
-        "attack",
-        "norm",
-        "eps",
-        "steps",
-        "eot",
-        "transform",
-        "mode",
-        "seed",
-    ];
-
     fn parse(query: &'a str) -> Result<Self, PermalinkError> {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| bad(part, "expected key=value"))?;
-            if !Self::KNOWN.contains(&k) {
+            if !PARAMETERS.contains(&k) {
                 return Err(bad(k, "unknown parameter"));
             }
             if pairs.iter().any(|(seen, _)| *seen == k) {

@@ -26,19 +26,7 @@ fn small_artifact() -> Vec<u8> {
 
 /// A valid link's parameters, each replaced by an arbitrary string.
 fn mangled_link() -> impl Strategy<Value = String> {
-    let keys = [
-        "v",
-        "artifact",
-        "image",
-        "attack",
-        "norm",
-        "eps",
-        "steps",
-        "eot",
-        "transform",
-        "mode",
-        "seed",
-    ];
+    let keys = atop::demo::permalink::PARAMETERS;
     (any::<usize>(), any::<String>()).prop_map(move |(k, value)| {
         let good = format!(
             "v=2&artifact={}&image=sample:1&attack=pgd&norm=linf&eps=0.1&steps=3&eot=2&transform=rt2&mode=full&seed=9",
