@@ -102,13 +102,13 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(md, "* elapsed: {:.0} s\n", report.elapsed_seconds);
     let _ = writeln!(
         md,
-        "| model | attack | norm | eps | steps | EOT | gradient mode | draws | accuracy (every draw) | accuracy (majority) |"
+        "| model | attack | norm | eps | steps | EOT | runs | gradient mode | draws | accuracy (every draw) | accuracy (majority) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &report.eval.rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% |",
             r.model,
             r.attack,
             r.norm,
@@ -126,6 +126,12 @@ pub fn markdown(report: &Report) -> String {
                 "-".into()
             } else {
                 r.eot.to_string()
+            },
+            // Runs from independent random starts (1 = no restart).
+            if r.restarts == 0 {
+                "-".into()
+            } else {
+                r.restarts.to_string()
             },
             r.mode,
             r.draws,
