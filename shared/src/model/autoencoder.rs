@@ -69,6 +69,7 @@ impl AutoencoderConfig {
         if self.width == 0 {
             return Err(AtopError::config("purifier.width", "must be at least 1"));
         }
+        super::check_size("purifier.width", self.width, 2048)?;
         Ok(())
     }
 

@@ -43,6 +43,7 @@ impl DiscriminatorConfig {
                 ),
             ));
         }
+        super::check_size("discriminator.cnum", self.cnum, 2048)?;
         let c = self.cnum;
         let widths = [
             self.image_channels + 1,

@@ -53,6 +53,7 @@ impl InpainterConfig {
                 format!("must be a multiple of 4 and at least 4, got {}", self.cnum),
             ));
         }
+        super::check_size("purifier.cnum", self.cnum, 1024)?;
         if self
             .coarse_dilations
             .iter()

@@ -16,3 +16,17 @@ pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use gated_conv::{GateActivation, GatedConv2d};
 pub use inpainter::{InpaintGenerator, InpainterConfig, InpainterOutput};
 pub use purifier::{Purified, Purifier, PurifierConfig};
+
+/// Refuses a model size past `max`. Configurations come from artifacts
+/// and files as well as from code, and a hostile width must be an error,
+/// not an allocation of gigabytes (batch-norm statistics are allocated at
+/// once). Every bound is far above the paper's models.
+pub(crate) fn check_size(field: &str, value: usize, max: usize) -> crate::error::Result<()> {
+    if value > max {
+        return Err(crate::error::AtopError::config(
+            field,
+            format!("{value} is over the limit of {max}"),
+        ));
+    }
+    Ok(())
+}

@@ -120,3 +120,33 @@ fn an_edited_transform_breaks_the_defense_identity() {
         "{err}"
     );
 }
+
+#[test]
+fn a_hostile_model_size_is_an_error_before_any_allocation() {
+    // A manifest can name any width (its identity is a hash, not a
+    // signature); init refuses sizes far past any real model.
+    let mut cfg = small_cnn_fmnist();
+    if let atop::model::ClassifierConfig::SmallCnn(c) = &mut cfg {
+        c.width = 1 << 40;
+    }
+    let Err(err) = cfg.init(&device()) else {
+        panic!("a width of 2^40 was accepted")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("classifier.width") && err.contains("limit"),
+        "{err}"
+    );
+    let mut gan = small_gan(1);
+    if let atop::model::PurifierConfig::Gan(c) = &mut gan {
+        c.cnum = 1 << 40;
+    }
+    let Err(err) = gan.init(&device()) else {
+        panic!("a cnum of 2^40 was accepted")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("purifier.cnum") && err.contains("limit"),
+        "{err}"
+    );
+}

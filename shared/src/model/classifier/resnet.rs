@@ -41,6 +41,8 @@ impl ResNet18Config {
                 "needs at least 2 classes and a positive width",
             ));
         }
+        super::super::check_size("classifier.width", self.width, 2048)?;
+        super::super::check_size("classifier.num_classes", self.num_classes, 100_000)?;
         let w = self.width;
         let stage = |cin: usize, cout: usize, stride: usize| {
             vec![

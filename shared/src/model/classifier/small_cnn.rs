@@ -54,6 +54,9 @@ impl SmallCnnConfig {
                 "needs at least 2 classes and a positive width",
             ));
         }
+        super::super::check_size("classifier.width", self.width, 2048)?;
+        super::super::check_size("classifier.num_classes", self.num_classes, 100_000)?;
+        super::super::check_size("classifier.image_size", h.max(w), 4096)?;
         let c = self.width;
         let conv = |cin, cout| {
             Conv2dConfig::new([cin, cout], [3, 3])

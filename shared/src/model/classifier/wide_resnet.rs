@@ -54,6 +54,9 @@ impl WideResNetConfig {
                 "needs at least 2 classes",
             ));
         }
+        super::super::check_size("classifier.depth", self.depth, 1000)?;
+        super::super::check_size("classifier.widen_factor", self.widen_factor, 64)?;
+        super::super::check_size("classifier.num_classes", self.num_classes, 100_000)?;
         let n = (self.depth - 4) / 6;
         let k = self.widen_factor;
         let widths = [16, 16 * k, 32 * k, 64 * k];
