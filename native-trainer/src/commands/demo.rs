@@ -109,10 +109,7 @@ pub struct Predictions {
 }
 
 fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the {what}: {e:?}"))
+    Ok(atop::host::floats(t, what)?)
 }
 
 /// `atop attack`: replays a demo permalink on `artifact_path`.

@@ -337,10 +337,7 @@ pub(crate) fn input_gradient<const D: usize>(
 
 /// A host copy of a batch of images.
 pub(crate) fn host_values(x: &Tensor<4>) -> Result<Vec<f32>> {
-    x.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| AtopError::tensor("attack input", format!("cannot read images: {e:?}")))
+    crate::host::floats(x.clone(), "attack input")
 }
 
 /// The rows `positions` of a batch.
