@@ -186,21 +186,7 @@ macro_rules! link_from_str {
         }
     )*};
 }
-link_from_str!(DemoAttack, DemoMode);
-
-impl FromStr for Norm {
-    type Err = PermalinkError;
-    fn from_str(text: &str) -> Result<Self, PermalinkError> {
-        parse_choice(text)
-    }
-}
-
-impl FromStr for TransformKind {
-    type Err = PermalinkError;
-    fn from_str(text: &str) -> Result<Self, PermalinkError> {
-        parse_choice(text)
-    }
-}
+link_from_str!(DemoAttack, DemoMode, Norm, TransformKind);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
