@@ -14,6 +14,7 @@ mod fab;
 mod pgd;
 mod score;
 mod square;
+mod stadv;
 mod target;
 
 pub use apgd::{ApgdConfig, ApgdLoss, ApgdRun, apgd, apgd_targeted};
@@ -26,4 +27,5 @@ pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
 pub use pgd::{PgdConfig, PgdRun, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use square::{SquareConfig, square};
+pub use stadv::{StadvConfig, flow_smoothness, stadv, stadv_flow_gradient, warp_by_flow};
 pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};

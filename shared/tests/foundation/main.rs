@@ -9,4 +9,5 @@ mod demo;
 mod hostile;
 mod models;
 mod parity;
+mod stadv;
 mod transform;

@@ -24,7 +24,7 @@ const GOLDEN: &str = include_str!("../golden/parity/parity.json");
 /// Two points of accuracy on 256 images (the tolerance).
 const TOLERANCE: f64 = 0.02;
 
-fn fixture() -> (Classifier, Tensor<4>, Vec<i64>, serde_json::Value) {
+pub fn fixture() -> (Classifier, Tensor<4>, Vec<i64>, serde_json::Value) {
     let d = device().autodiff();
     let artifact = Artifact::from_bytes(MODEL, "parity classifier").unwrap();
     // Frozen: attacks need gradients for the input only.
