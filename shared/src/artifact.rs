@@ -246,7 +246,13 @@ impl StoredTensor {
 /// dtype name, a 0 byte, the rank and each dimension as u64 little-endian,
 /// and the little-endian element bytes.
 pub fn payload_sha256(tensors: &BTreeMap<String, StoredTensor>) -> String {
-    let mut hasher = Sha256::new();
+    hash_tensors(Sha256::new(), tensors.iter())
+}
+
+fn hash_tensors<'a>(
+    mut hasher: Sha256,
+    tensors: impl Iterator<Item = (&'a String, &'a StoredTensor)>,
+) -> String {
     for (name, tensor) in tensors {
         hasher.update(name.as_bytes());
         hasher.update([0u8]);
@@ -534,6 +540,22 @@ impl Artifact {
     }
 
     /// Builds the classifier the manifest describes and loads its weights.
+    /// The classifier's own identity: SHA-256 of its configuration and its
+    /// tensors, so that artifacts holding the same classifier (a defense and
+    /// the classifier it was fine-tuned against) are recognised as such.
+    pub fn classifier_sha256(&self) -> Option<String> {
+        let config = self.manifest.classifier.as_ref()?;
+        let mut hasher = Sha256::new();
+        hasher.update(b"atop-classifier\0");
+        hasher.update(serde_json::to_vec(config).unwrap_or_default());
+        Some(hash_tensors(
+            hasher,
+            self.tensors
+                .iter()
+                .filter(|(name, _)| name.starts_with(CLASSIFIER_PREFIX)),
+        ))
+    }
+
     pub fn classifier(&self, device: &Device, source_name: &str) -> Result<Classifier> {
         let config = self.manifest.classifier.as_ref().ok_or_else(|| {
             AtopError::artifact(

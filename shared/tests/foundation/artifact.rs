@@ -304,3 +304,33 @@ fn a_format_1_artifact_is_refused_by_name_and_upgrades_to_format_2() {
     let again = Artifact::from_bytes(&upgraded.to_bytes().unwrap(), "v2").unwrap();
     assert_eq!(again, upgraded);
 }
+
+#[test]
+fn the_classifier_identity_ignores_the_purifier_and_follows_the_weights() {
+    let (full, classifier, _) = example();
+    let d = device();
+    let other_purifier = seeded_weights(small_gan(1).init(&d).unwrap(), 99);
+    let mut manifest = full.manifest.clone();
+    manifest.training = serde_json::json!({"stage": "another"});
+    let same_classifier = Artifact::new(
+        manifest.clone(),
+        Some(&classifier),
+        Some(&other_purifier),
+        None,
+    )
+    .unwrap();
+    assert_ne!(
+        full.manifest.payload_sha256,
+        same_classifier.manifest.payload_sha256
+    );
+    assert_eq!(
+        full.classifier_sha256(),
+        same_classifier.classifier_sha256()
+    );
+    let retrained = seeded_weights(small_cnn_fmnist().init(&d).unwrap(), 5);
+    let other = Artifact::new(manifest.clone(), Some(&retrained), None, None).unwrap();
+    assert_ne!(full.classifier_sha256(), other.classifier_sha256());
+    manifest.classifier = None;
+    let purifier_only = Artifact::new(manifest, None, Some(&other_purifier), None).unwrap();
+    assert_eq!(purifier_only.classifier_sha256(), None);
+}
