@@ -144,7 +144,7 @@ impl<'a> Bench<'a> {
     /// The classifier's training step (when `timed`); returns the classifier.
     fn classifier_step(&mut self, timed: bool) -> Result<Classifier> {
         let mut classifier = Held::new(self.cfg.classifier.init(&self.ad)?);
-        let mut optim = adam(&self.cfg.train_classifier);
+        let mut optim = adam(&self.cfg.train_classifier.optim);
         if timed {
             let (x, labels) = (self.x.clone(), self.labels.clone());
             self.time("classifier train step", 2, self.repeats, || {

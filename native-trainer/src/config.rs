@@ -22,7 +22,7 @@ pub struct RunConfig {
     pub discriminator: DiscriminatorConfig,
     #[serde(default)]
     pub transform: TransformConfig,
-    pub train_classifier: OptimConfig,
+    pub train_classifier: ClassifierTrainingConfig,
     pub pretrain: OptimConfig,
     pub finetune: FinetuneConfig,
     pub eval: EvalConfig,
@@ -95,6 +95,64 @@ fn default_betas() -> [f32; 2] {
     [0.9, 0.999]
 }
 
+/// How `atop train-classifier` trains: normally or adversarially.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdversarialTraining {
+    /// Cross-entropy on clean images.
+    #[default]
+    None,
+    /// Madry et al.'s PGD-AT: cross-entropy on PGD adversarials.
+    Pgd,
+    /// TRADES (Zhang et al. 2019): clean cross-entropy plus beta times the
+    /// KL divergence between clean and adversarial predictions.
+    Trades,
+}
+
+impl AdversarialTraining {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pgd => "pgd",
+            Self::Trades => "trades",
+        }
+    }
+}
+
+/// The classifier's training: Adam settings and, for adversarial
+/// training, the training attack (L-infinity, random start). The attack's
+/// defaults are Fashion-MNIST's: eps 0.1, 10 steps of 0.02.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierTrainingConfig {
+    #[serde(flatten)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub adversarial: AdversarialTraining,
+    /// TRADES' weight of the robustness (KL) term.
+    #[serde(default = "six")]
+    pub trades_beta: f64,
+    #[serde(default = "fmnist_eps")]
+    pub attack_eps: f64,
+    #[serde(default = "ten")]
+    pub attack_steps: usize,
+    #[serde(default = "fmnist_step_size")]
+    pub attack_step_size: f64,
+}
+
+fn six() -> f64 {
+    6.0
+}
+fn fmnist_eps() -> f64 {
+    0.1
+}
+fn ten() -> usize {
+    10
+}
+fn fmnist_step_size() -> f64 {
+    0.02
+}
+
 /// Which attack generates the training examples of AToP.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -158,6 +216,9 @@ pub enum EvalAttackKind {
     FabT,
     Square,
     Cw,
+    /// StAdv's spatial flow (unseen threat model); `eps` bounds the flow in
+    /// normalized coordinates (0.05 as in DiffPure), `norm` must be linf.
+    Stadv,
     /// An AutoAttack composition (`version`: standard, rand or custom).
     Autoattack,
 }
@@ -173,6 +234,7 @@ impl EvalAttackKind {
             Self::FabT => "fab-t",
             Self::Square => "square",
             Self::Cw => "cw",
+            Self::Stadv => "stadv",
             Self::Autoattack => "autoattack",
         }
     }
@@ -232,6 +294,10 @@ fn nine() -> usize {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
+    /// The protocol's name and, for a reduced one, what it reduces; every
+    /// row of the report carries it.
+    #[serde(default)]
+    pub protocol: String,
     /// Test points evaluated (a seeded subset of the test set; 512 when not given).
     #[serde(default = "five_hundred_twelve")]
     pub subset: usize,
@@ -298,6 +364,11 @@ impl RunConfig {
                 limits::STEPS,
             ),
             (
+                "train_classifier.attack_steps".into(),
+                self.train_classifier.attack_steps,
+                limits::STEPS,
+            ),
+            (
                 "data.image_size".into(),
                 self.data.image_size,
                 limits::IMAGE_SIDE,
@@ -309,7 +380,7 @@ impl RunConfig {
             ),
         ];
         for (name, o) in [
-            ("train_classifier", &self.train_classifier),
+            ("train_classifier", &self.train_classifier.optim),
             ("pretrain", &self.pretrain),
             ("finetune", &self.finetune.optim),
         ] {
@@ -352,7 +423,7 @@ impl RunConfig {
             );
         }
         for (name, o) in [
-            ("train_classifier", &self.train_classifier),
+            ("train_classifier", &self.train_classifier.optim),
             ("pretrain", &self.pretrain),
             ("finetune", &self.finetune.optim),
         ] {
@@ -369,6 +440,19 @@ impl RunConfig {
                 self.finetune.attack_eps
             );
         }
+        let tc = &self.train_classifier;
+        for (key, value) in [
+            ("attack_eps", tc.attack_eps),
+            ("attack_step_size", tc.attack_step_size),
+            ("trades_beta", tc.trades_beta),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("train_classifier.{key} must be finite and >= 0, got {value}");
+            }
+        }
+        if tc.adversarial != AdversarialTraining::None && tc.attack_steps == 0 {
+            bail!("train_classifier.attack_steps must be at least 1 for adversarial training");
+        }
         if !(self.finetune.lambda.is_finite() && self.finetune.lambda >= 0.0) {
             bail!("finetune.lambda must be >= 0, got {}", self.finetune.lambda);
         }
@@ -379,6 +463,11 @@ impl RunConfig {
             if a.steps == 0 || a.eot == 0 || a.queries == 0 || a.restarts == 0 {
                 bail!(
                     "eval.attacks[{i}]: steps, eot, queries and restarts (runs) must be at least 1"
+                );
+            }
+            if a.attack == EvalAttackKind::Stadv && a.norm != Norm::Linf {
+                bail!(
+                    "eval.attacks[{i}]: stadv bounds its flow in L-infinity, set norm = \"linf\""
                 );
             }
             if a.attack == EvalAttackKind::Cw && a.norm != Norm::L2 {
@@ -465,10 +554,34 @@ mod tests {
 
     #[test]
     fn the_shipped_configs_parse() {
-        for name in ["fmnist", "cifar10", "cifar100", "imagenette"] {
+        for name in ["fmnist", "fmnist-at", "cifar10", "cifar100", "imagenette"] {
             let path = format!("{}/../configs/{name}.toml", env!("CARGO_MANIFEST_DIR"));
             RunConfig::load(Path::new(&path), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+    }
+
+    #[test]
+    fn the_shipped_protocols_parse_and_name_themselves() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/protocols");
+        let base = RunConfig::parse(&fmnist(), &[]).unwrap();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let eval: EvalConfig =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                !eval.protocol.is_empty(),
+                "{}: no protocol name",
+                path.display()
+            );
+            let mut cfg = base.clone();
+            cfg.eval = eval;
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 4, "only {seen} protocols");
     }
 
     #[test]

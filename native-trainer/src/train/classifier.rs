@@ -1,5 +1,6 @@
-//! Trains a classifier normally (cross-entropy, Adam); selection by
-//! validation accuracy.
+//! Trains a classifier (Adam): normally, with cross-entropy and selection
+//! by validation accuracy, or adversarially (PGD-AT, TRADES) with selection
+//! by robust validation accuracy under the training attack.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +12,9 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
+use super::adversarial::{TrainingAttack, frozen_copy};
 use super::blocks::{Held, accuracy, adam, cross_entropy, scalar};
-use crate::config::OptimConfig;
+use crate::config::{ClassifierTrainingConfig, OptimConfig};
 use crate::data::{Augment, Dataset};
 use crate::train::Stage;
 use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
@@ -21,6 +23,8 @@ pub struct ClassifierStage<'a> {
     pub model: Held<Classifier>,
     pub optim: ModuleOptimizer,
     pub cfg: OptimConfig,
+    /// `None`: standard training.
+    pub attack: Option<TrainingAttack>,
     pub train: &'a Dataset,
     pub val: &'a Dataset,
     pub augment: Augment,
@@ -30,16 +34,17 @@ pub struct ClassifierStage<'a> {
 impl<'a> ClassifierStage<'a> {
     pub fn new(
         model: Classifier,
-        cfg: OptimConfig,
+        cfg: &ClassifierTrainingConfig,
         train: &'a Dataset,
         val: &'a Dataset,
         augment: Augment,
         device: Device,
     ) -> Self {
         Self {
-            optim: adam(&cfg),
+            optim: adam(&cfg.optim),
             model: Held::new(model),
-            cfg,
+            cfg: cfg.optim.clone(),
+            attack: TrainingAttack::from_config(cfg),
             train,
             val,
             augment,
@@ -70,7 +75,14 @@ impl Stage for ClassifierStage<'_> {
         let (x, y) = self
             .train
             .batch(batch, Some((&self.augment, rng)), &self.device);
-        let loss = cross_entropy(self.model().forward(x)?, &y);
+        let loss = match &self.attack {
+            None => cross_entropy(self.model().forward(x)?, &y),
+            Some(attack) => {
+                let frozen = frozen_copy(self.model(), &self.device);
+                let x_adv = attack.perturb(&frozen, x.clone(), &y, rng)?;
+                attack.loss(self.model(), x, x_adv, &y)?
+            }
+        };
         let value = scalar(loss.clone().detach());
         let grads = GradientsParams::from_grads(loss.backward(), self.model());
         let (optim, lr) = (&mut self.optim, self.cfg.lr);
@@ -78,7 +90,11 @@ impl Stage for ClassifierStage<'_> {
         Ok(BTreeMap::from([("loss".to_string(), value)]))
     }
 
-    fn validate(&mut self, _rng: &mut AtopRng) -> Result<f64> {
+    fn validate(&mut self, rng: &mut AtopRng) -> Result<f64> {
+        if let Some(attack) = &self.attack {
+            let frozen = frozen_copy(self.model(), &self.device);
+            return attack.robust_accuracy(&frozen, self.val, 256, &self.device, rng);
+        }
         let model = self.model().valid();
         accuracy(
             &model,

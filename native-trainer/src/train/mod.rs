@@ -9,6 +9,7 @@
 //! and a hard stop on a non-finite loss (the last good checkpoint, if any,
 //! is kept). A resumed run leaves the metrics an uninterrupted one would.
 
+pub mod adversarial;
 pub mod blocks;
 pub mod checkpoint;
 pub mod classifier;

@@ -146,7 +146,7 @@ pub fn train_classifier(
     let model = cfg.classifier.init(&train_device)?;
     let mut stage = ClassifierStage::new(
         model,
-        cfg.train_classifier.clone(),
+        &cfg.train_classifier,
         &data.train,
         &data.val,
         cfg.data.augment.clone(),
@@ -155,7 +155,7 @@ pub fn train_classifier(
     let outcome = run_stage(
         &mut stage,
         &schedule(
-            &cfg.train_classifier,
+            &cfg.train_classifier.optim,
             data.train.len(),
             cfg,
             stream::TRAIN_CLASSIFIER,
@@ -164,13 +164,25 @@ pub fn train_classifier(
         &config_hash(cfg, "train-classifier"),
         resume,
     )?;
+    let attack = stage.attack.clone();
     let model = stage.into_model();
     let mut m = manifest(cfg, data, "train-classifier");
+    if let Some(a) = &attack {
+        m.training["adversarial_training"] = a.record();
+    }
     if let Some(v) = outcome.best_score {
+        let (name, protocol) = match &attack {
+            None => ("validation_accuracy", serde_json::Value::Null),
+            Some(a) => ("validation_robust_accuracy_training_attack", a.record()),
+        };
         m.metrics.push(Metric {
-            name: "validation_accuracy".into(),
+            name: name.into(),
             value: v,
-            protocol: serde_json::json!({"split": "validation carved from training data", "epoch": outcome.best_epoch}),
+            protocol: serde_json::json!({
+                "split": "validation carved from training data",
+                "epoch": outcome.best_epoch,
+                "attack": protocol,
+            }),
         });
     }
     let artifact = Artifact::new(m, Some(&model.valid()), None, None)?;
