@@ -136,10 +136,13 @@ pub enum EvalSubcommand {
 pub struct EvalArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Artifact with classifier and purifier.
-    #[arg(long, required = true)]
-    artifact: Option<PathBuf>,
-    /// Another purifier artifact to evaluate side by side (e.g. before fine-tuning).
+    /// An artifact to evaluate; repeat to evaluate several side by side
+    /// (bare classifiers, AT classifiers, defenses). A purifier-only
+    /// artifact goes in front of the first classifier given.
+    #[arg(long = "artifact", required = true)]
+    artifact: Vec<PathBuf>,
+    /// Another artifact, evaluated before the --artifact ones (the same as
+    /// giving it as the first --artifact; kept for older commands).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     /// Evaluation protocol: a TOML file with the keys of a config's [eval] table.
@@ -155,8 +158,13 @@ pub struct EvalArgs {
 }
 
 impl EvalArgs {
-    pub fn artifact(&self) -> &Path {
-        self.artifact.as_deref().unwrap_or(Path::new(""))
+    /// The artifacts in evaluation order: the baseline first, if any.
+    pub fn artifacts(&self) -> Vec<PathBuf> {
+        self.baseline
+            .iter()
+            .chain(&self.artifact)
+            .cloned()
+            .collect()
     }
 }
 

@@ -197,15 +197,18 @@ fn row_label(model: &str, attack: &str, mode: &str) -> String {
     }
 }
 
-/// Draws `results.png`: accuracy per evaluated row, robust in every draw and
-/// by majority vote over the final draws.
+/// The expected accuracy's bars (orange, apart from the two blues).
+const MEAN_COLOR: RGBColor = RGBColor(230, 120, 20);
+
+/// Draws `results.png`: accuracy per evaluated row: expected over the final
+/// draws, robust in every draw, and by majority vote.
 pub fn results(report: &EvalReport, path: &Path, title: &str) -> Result<()> {
     let rows = &report.rows;
     if rows.is_empty() {
         return Ok(());
     }
     let n = rows.len();
-    let height = 110 + 44 * n as u32;
+    let height = 110 + 54 * n as u32;
     render_png(path, (1100, height), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
@@ -231,22 +234,23 @@ pub fn results(report: &EvalReport, path: &Path, title: &str) -> Result<()> {
             // First row on top.
             let top = (n - i) as f64 - 0.12;
             let bars = [
-                (100.0 * r.accuracy_every_draw, top - 0.38, BLUE),
-                (100.0 * r.accuracy_majority, top - 0.76, CYAN),
+                (100.0 * r.accuracy_mean, top - 0.26, MEAN_COLOR),
+                (100.0 * r.accuracy_every_draw, top - 0.52, BLUE),
+                (100.0 * r.accuracy_majority, top - 0.78, CYAN),
             ];
             for (value, y, color) in bars {
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(0.0, y), (value, y + 0.36)],
+                    [(0.0, y), (value, y + 0.24)],
                     color.mix(0.8).filled(),
                 )))?;
-                let (px, py) = chart.backend_coord(&(value, y + 0.18));
+                let (px, py) = chart.backend_coord(&(value, y + 0.12));
                 root.draw(&Text::new(
                     format!("{value:.1}%"),
                     (px + 4, py),
                     value_style.clone(),
                 ))?;
             }
-            let (px, py) = chart.backend_coord(&(0.0, top - 0.38));
+            let (px, py) = chart.backend_coord(&(0.0, top - 0.40));
             root.draw(&Text::new(
                 row_label(&r.model, &r.attack, &r.mode),
                 (px - 8, py),
@@ -254,12 +258,16 @@ pub fn results(report: &EvalReport, path: &Path, title: &str) -> Result<()> {
             ))?;
         }
         // The legend sits in the caption's row, clear of the bars.
-        let (lx, ly) = (1100 - 200, 10);
-        for (k, (text, color)) in [("robust in every draw", BLUE), ("majority vote", CYAN)]
-            .into_iter()
-            .enumerate()
+        let (lx, ly) = (1100 - 200, 6);
+        for (k, (text, color)) in [
+            ("mean over draws", MEAN_COLOR),
+            ("robust in every draw", BLUE),
+            ("majority vote", CYAN),
+        ]
+        .into_iter()
+        .enumerate()
         {
-            let y = ly + 18 * k as i32;
+            let y = ly + 15 * k as i32;
             root.draw(&Rectangle::new(
                 [(lx, y), (lx + 14, y + 12)],
                 color.mix(0.8).filled(),

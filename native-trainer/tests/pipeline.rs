@@ -385,7 +385,7 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
     );
     let results = eval_dir.join("results.png");
     assert_drawn(&results, 1100);
-    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 44 * 12);
+    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 54 * 12);
 
     // `atop plot` redraws from what the run left; an empty directory is named.
     std::fs::remove_file(&results).unwrap();
@@ -400,6 +400,152 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
         "{err}"
     );
     std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
+fn adversarial_training_and_bare_classifiers_side_by_side() {
+    let f = fixture("adversarial");
+    let cfg = f.config.to_str().unwrap();
+    let dir = |name: &str| f.dir.join(name).display().to_string();
+    let train = |out: &str, method: &str| {
+        let set = format!("train_classifier.adversarial={method}");
+        let (ok, err) = run(&[
+            "train-classifier",
+            "--config",
+            cfg,
+            "--out",
+            out,
+            "--set",
+            &set,
+        ]);
+        assert!(ok, "{method}: {err}");
+        read_artifact(&Path::new(out).join("classifier.safetensors"))
+    };
+    let standard = train(&dir("standard"), "none");
+    let pgd = train(&dir("pgd"), "pgd");
+    let trades = train(&dir("trades"), "trades");
+    // The manifest records the training attack, and selection used it.
+    assert!(
+        standard
+            .manifest
+            .training
+            .get("adversarial_training")
+            .is_none()
+    );
+    for (artifact, method) in [(&pgd, "pgd"), (&trades, "trades")] {
+        let a = &artifact.manifest.training["adversarial_training"];
+        assert_eq!(a["method"], method, "{a}");
+        assert_eq!(
+            (a["eps"].as_f64(), a["steps"].as_u64()),
+            (Some(0.1), Some(10))
+        );
+        let metric = &artifact.manifest.metrics[0];
+        assert_eq!(metric.name, "validation_robust_accuracy_training_attack");
+    }
+    assert_eq!(
+        trades.manifest.training["adversarial_training"]["trades_beta"],
+        6.0
+    );
+    assert_ne!(
+        pgd.manifest.payload_sha256,
+        standard.manifest.payload_sha256
+    );
+
+    // A classifier-only artifact is evaluated alone: bare classifier rows.
+    let pgd_file = format!("{}/classifier.safetensors", dir("pgd"));
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        &dir("eval-pgd"),
+        "--artifact",
+        &pgd_file,
+    ]);
+    assert!(ok, "{err}");
+    let report = read_report(&f.dir.join("eval-pgd"));
+    let rows = report["eval"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "clean, two attacks, worst case");
+    assert!(
+        rows.iter()
+            .all(|r| r["model"] == "classifier" && r["kind"] == "classifier")
+    );
+    assert!(
+        report["classifiers"][0]["training"]
+            .as_str()
+            .unwrap()
+            .contains("\"method\":\"pgd\"")
+    );
+
+    // Several artifacts side by side, each named by its file.
+    let standard_file = format!("{}/classifier.safetensors", dir("standard"));
+    let trades_file = format!("{}/classifier.safetensors", dir("trades"));
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        &dir("eval-all"),
+        "--artifact",
+        &standard_file,
+        "--artifact",
+        &pgd_file,
+        "--artifact",
+        &trades_file,
+    ]);
+    assert!(ok, "{err}");
+    let report = read_report(&f.dir.join("eval-all"));
+    let rows = report["eval"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let names: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "classifier: pgd/classifier",
+            "classifier: standard/classifier",
+            "classifier: trades/classifier"
+        ]
+    );
+    // Every row carries the expected accuracy, the mean of its counts.
+    for r in rows {
+        let counts: Vec<u64> = r["correct_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        let draws = r["draws"].as_u64().unwrap();
+        let mean = counts.iter().sum::<u64>() as f64 / (counts.len() as u64 * draws) as f64;
+        assert!(
+            (r["accuracy_mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{r}"
+        );
+    }
+    let md = std::fs::read_to_string(f.dir.join("eval-all").join("report.md")).unwrap();
+    assert!(
+        md.contains("accuracy (mean over draws)") && md.contains(&trades_file),
+        "{md}"
+    );
+    // An artifact given twice is refused.
+    let twice = f.dir.join("twice");
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        twice.to_str().unwrap(),
+        "--artifact",
+        &standard_file,
+        "--artifact",
+        &standard_file,
+    ]);
+    assert!(!ok && err.contains("given twice"), "{err}");
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+fn read_report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
 
 /// A PNG of the given width with something drawn on it: a good share of

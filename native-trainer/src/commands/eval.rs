@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use atop::artifact::sha256_hex;
+use atop::artifact::{Artifact, sha256_hex};
+use atop::model::{Classifier, Purifier};
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
@@ -19,8 +20,8 @@ use crate::train::pipeline;
 pub struct EvalRequest<'a> {
     pub out: &'a Path,
     pub resume: bool,
-    pub artifact: &'a Path,
-    pub baseline: Option<&'a Path>,
+    /// The artifacts, evaluated side by side in this order.
+    pub artifacts: &'a [PathBuf],
     pub protocol: Option<&'a Path>,
     pub shard: Option<Shard>,
     pub command_line: &'a str,
@@ -50,6 +51,7 @@ fn defense_input<'p>(
         return Ok(DefenseInput {
             name: name.into(),
             purifier,
+            classifier: 0,
             transform: cfg.transform.clone(),
             purify_size: cfg.data.purify_size,
             source: format!(
@@ -67,10 +69,170 @@ fn defense_input<'p>(
     Ok(DefenseInput {
         name: name.into(),
         purifier,
+        classifier: 0,
         transform,
         purify_size: m.purify_size,
         source: identity,
     })
+}
+
+/// An artifact given to `atop eval`, read and labelled by its file name.
+struct Loaded {
+    path: PathBuf,
+    label: String,
+    file_sha256: String,
+    artifact: Artifact,
+}
+
+fn load_artifacts(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
+    if paths.is_empty() {
+        bail!("atop eval: name at least one --artifact");
+    }
+    let labels = labels(paths);
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for (path, label) in paths.iter().zip(labels) {
+        if loaded.iter().any(|l| l.path == *path) {
+            bail!("--artifact {}: given twice", path.display());
+        }
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read artifact {}", path.display()))?;
+        let artifact = Artifact::from_bytes(&bytes, &path.display().to_string())?;
+        loaded.push(Loaded {
+            path: path.clone(),
+            label,
+            file_sha256: sha256_hex(&bytes),
+            artifact,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Short names for the artifacts: the file stem, with its directory where
+/// two stems agree (`quickstart/classifier`, `fmnist-at/classifier`), and a
+/// number where even those agree.
+fn labels(paths: &[PathBuf]) -> Vec<String> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map_or("artifact".into(), |s| s.to_string_lossy().into_owned())
+    };
+    let with_dir = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
+        Some(d) => format!("{}/{}", d.to_string_lossy(), stem(p)),
+        None => stem(p),
+    };
+    let stems: Vec<String> = paths.iter().map(|p| stem(p)).collect();
+    let mut labels: Vec<String> = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let shared = stems.iter().filter(|s| **s == stems[i]).count() > 1;
+        let base = if shared {
+            with_dir(p)
+        } else {
+            stems[i].clone()
+        };
+        let same = labels
+            .iter()
+            .filter(|l| **l == base || l.starts_with(&format!("{base} #")))
+            .count();
+        labels.push(if same == 0 {
+            base
+        } else {
+            format!("{base} #{}", same + 1)
+        });
+    }
+    labels
+}
+
+/// A purifier to put in front of a classifier.
+struct PurifierSubject {
+    name: String,
+    purifier: Purifier,
+    /// Index into [`Subjects::classifiers`].
+    classifier: usize,
+    /// Index into the loaded artifacts.
+    artifact: usize,
+}
+
+/// What the artifacts hold, named for the report: each distinct classifier
+/// (by its own hash, so a defense's classifier is not evaluated twice) and
+/// each purifier, in front of its artifact's classifier or, when the
+/// artifact holds none, the first one given.
+struct Subjects {
+    classifiers: Vec<(String, Classifier, report::ClassifierRecord)>,
+    purifiers: Vec<PurifierSubject>,
+}
+
+impl Subjects {
+    fn new(loaded: &[Loaded], device: &Device) -> Result<Self> {
+        let mut hashes: Vec<String> = Vec::new();
+        let mut owners: Vec<Option<usize>> = Vec::new();
+        let mut classifiers = Vec::new();
+        for l in loaded {
+            let Some(hash) = l.artifact.classifier_sha256() else {
+                owners.push(None);
+                continue;
+            };
+            if let Some(i) = hashes.iter().position(|h| *h == hash) {
+                owners.push(Some(i));
+                continue;
+            }
+            let name = l.path.display().to_string();
+            let model = l.artifact.classifier(device, &name)?;
+            let record = report::ClassifierRecord {
+                name: l.label.clone(),
+                source: format!("artifact {name} (classifier sha256 {hash})"),
+                training: classifier_training(&l.artifact.manifest),
+            };
+            owners.push(Some(classifiers.len()));
+            hashes.push(hash);
+            classifiers.push((l.label.clone(), model, record));
+        }
+        if classifiers.is_empty() {
+            bail!(
+                "none of the artifacts holds a classifier: give one that does (e.g. classifier.safetensors) with --artifact"
+            );
+        }
+        let mut purifiers = Vec::new();
+        for (a, l) in loaded.iter().enumerate() {
+            if l.artifact.manifest.purifier.is_none() {
+                continue;
+            }
+            let purifier = l.artifact.purifier(device, &l.path.display().to_string())?;
+            purifiers.push(PurifierSubject {
+                name: l.label.clone(),
+                purifier,
+                classifier: owners[a].unwrap_or(0),
+                artifact: a,
+            });
+        }
+        // One classifier and at most one defense keep the short names.
+        let single = classifiers.len() == 1 && purifiers.len() <= 1;
+        for (name, _, record) in &mut classifiers {
+            *name = if single {
+                "classifier".into()
+            } else {
+                format!("classifier: {name}")
+            };
+            record.name = name.clone();
+        }
+        for p in &mut purifiers {
+            p.name = if single {
+                "defense".into()
+            } else {
+                format!("defense: {}", p.name)
+            };
+        }
+        Ok(Self {
+            classifiers,
+            purifiers,
+        })
+    }
+}
+
+/// How an artifact's classifier was trained, as its manifest says.
+fn classifier_training(m: &atop::artifact::Manifest) -> String {
+    match m.training.get("adversarial_training") {
+        Some(v) => format!("adversarial training {v}"),
+        None => "standard training (or not recorded)".into(),
+    }
 }
 
 /// The configuration with its [eval] table replaced by a protocol file.
@@ -122,8 +284,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let request = EvalRequest {
             out: args.run.out(),
             resume: args.run.resume,
-            artifact: args.artifact(),
-            baseline: args.baseline.as_deref(),
+            artifacts: &args.artifacts(),
             protocol: args.protocol.as_deref(),
             shard: args.shard,
             command_line: &command_line,
@@ -159,47 +320,45 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
     }
     let cfg = with_protocol(cfg, req.protocol)?;
     let data = pipeline::load_data(&cfg)?;
-    let artifact = pipeline::read_artifact(req.artifact)?;
-    let name = req.artifact.display().to_string();
-    let classifier = artifact.classifier(device, &name)?;
-    let purifier = artifact.purifier(device, &name)?;
-    let mut artifacts = vec![(name.clone(), sha256_hex(&std::fs::read(req.artifact)?))];
-    let base = match req.baseline {
-        Some(b) => {
-            let a = pipeline::read_artifact(b)?;
-            artifacts.push((b.display().to_string(), sha256_hex(&std::fs::read(b)?)));
-            let p = a.purifier(device, &b.display().to_string())?;
-            Some((a, p))
-        }
-        None => None,
-    };
+    let loaded = load_artifacts(req.artifacts)?;
+    let subjects = Subjects::new(&loaded, device)?;
+    let artifacts: Vec<(String, String)> = loaded
+        .iter()
+        .map(|l| (l.path.display().to_string(), l.file_sha256.clone()))
+        .collect();
     let mut inputs = Vec::new();
-    if let (Some(b), Some((a, p))) = (req.baseline, &base) {
-        inputs.push(defense_input(
-            "baseline defense",
-            b,
-            a,
-            p,
+    for p in &subjects.purifiers {
+        let l = &loaded[p.artifact];
+        let mut input = defense_input(
+            &p.name,
+            &l.path,
+            &l.artifact,
+            &p.purifier,
             &cfg,
             req.override_transform,
-        )?);
+        )?;
+        input.classifier = p.classifier;
+        if l.artifact.manifest.classifier.is_none() {
+            input.source = format!(
+                "{}; in front of {} (the artifact holds no classifier)",
+                input.source, subjects.classifiers[p.classifier].0
+            );
+        }
+        inputs.push(input);
     }
-    inputs.push(defense_input(
-        "defense",
-        req.artifact,
-        &artifact,
-        &purifier,
-        &cfg,
-        req.override_transform,
-    )?);
     let defenses = report::records(&inputs);
+    let classifiers: Vec<(String, &atop::model::Classifier)> = subjects
+        .classifiers
+        .iter()
+        .map(|(n, c, _)| (n.clone(), c))
+        .collect();
     let run = EvalRun {
         state_path: Some(state_path(req.out, req.shard)),
         protocol_hash: protocol_hash(&cfg, &artifacts, &defenses, req.shard),
         resume: req.resume,
         shard: req.shard,
     };
-    let report = run_eval(&cfg, &data, &classifier, &inputs, device, &run)?;
+    let report = run_eval(&cfg, &data, &classifiers, &inputs, device, &run)?;
     let title = match req.shard {
         Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
         None => "atop eval".into(),
@@ -209,6 +368,11 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
         &report::Report {
             title: title.clone(),
             artifacts,
+            classifiers: subjects
+                .classifiers
+                .iter()
+                .map(|(_, _, r)| r.clone())
+                .collect(),
             defenses,
             dataset: data.test.name.clone(),
             command: req.command_line.into(),
@@ -262,20 +426,16 @@ fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Result<E
     // The shards' compute time, summed.
     let elapsed = stored.iter().map(|r| r.elapsed_seconds).sum();
     let (artifacts, dataset) = (stored[0].artifacts.clone(), stored[0].dataset.clone());
-    let defenses = stored[0].defenses.clone();
+    let (classifiers, defenses) = (stored[0].classifiers.clone(), stored[0].defenses.clone());
     let parts: Vec<EvalReport> = stored.into_iter().map(|r| r.eval).collect();
-    let defense_count = parts[0]
-        .rows
-        .iter()
-        .filter(|r| r.attack == "clean" && r.model != "classifier")
-        .count();
-    let merged = crate::eval::merge(&parts, &names, defense_count)?;
+    let merged = crate::eval::merge(&parts, &names)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let md = report::write(
         out,
         &report::Report {
             title: format!("atop eval (merged from {} shards)", parts.len()),
             artifacts,
+            classifiers,
             defenses,
             dataset,
             command: command_line.into(),
@@ -286,4 +446,31 @@ fn merge_command(out: &Path, inputs: &[PathBuf], command_line: &str) -> Result<E
     )?;
     crate::stdout::print(&md)?;
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_labelled_by_stem_then_directory_then_number() {
+        let p = |s: &str| PathBuf::from(s);
+        let got = labels(&[
+            p("runs/quickstart/classifier.safetensors"),
+            p("runs/fmnist-at/classifier.safetensors"),
+            p("runs/quickstart/fmnist-atop.safetensors"),
+            p("a/x/classifier.safetensors"),
+            p("b/x/classifier.safetensors"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "quickstart/classifier",
+                "fmnist-at/classifier",
+                "fmnist-atop",
+                "x/classifier",
+                "x/classifier #2"
+            ]
+        );
+    }
 }

@@ -49,6 +49,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let defense = |name: &str, purifier, path: &Path| DefenseInput {
         name: name.into(),
         purifier,
+        classifier: 0,
         transform: cfg.transform.clone(),
         purify_size: cfg.data.purify_size,
         source: format!("the run configuration, as trained into {}", path.display()),
@@ -65,7 +66,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let eval = run_eval(
         cfg,
         &data,
-        &classifier.model,
+        &[("classifier".into(), &classifier.model)],
         &inputs,
         device,
         &eval::EvalRun {
@@ -80,6 +81,11 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
         &report::Report {
             title: "atop quickstart: Fashion-MNIST".into(),
             artifacts,
+            classifiers: vec![report::ClassifierRecord {
+                name: "classifier".into(),
+                source: format!("trained into {}", classifier.artifact_path.display()),
+                training: "standard training".into(),
+            }],
             defenses,
             dataset: data.test.name.clone(),
             command: command_line.into(),

@@ -3,7 +3,8 @@
 use anyhow::Result;
 use atop::attack::{
     ApgdConfig, ApgdLoss, AttackTarget, AutoAttackConfig, CwConfig, FabConfig, PgdConfig,
-    SquareConfig, apgd, apgd_targeted, autoattack, carlini_wagner_l2, fab_targeted, fgsm, pgd,
+    SquareConfig, StadvConfig, apgd, apgd_targeted, autoattack, carlini_wagner_l2, fab_targeted,
+    fgsm, pgd, stadv,
 };
 use atop::rng::AtopRng;
 use burn::tensor::Tensor;
@@ -68,6 +69,14 @@ pub fn run_attack(
                 ..SquareConfig::default()
             };
             atop::attack::square(target, x, labels, &cfg, rng)?
+        }
+        EvalAttackKind::Stadv => {
+            let cfg = StadvConfig {
+                steps: attack.steps,
+                eot: attack.eot,
+                ..StadvConfig::with_bound(attack.eps)
+            };
+            stadv(target, x, labels, &cfg, rng)?.0
         }
         EvalAttackKind::Cw => {
             let cfg = CwConfig {

@@ -33,10 +33,25 @@ use crate::data::Dataset;
 use crate::fsutil::write_atomic;
 
 /// One row of the results table.
+/// What a row evaluates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RowKind {
+    /// A bare classifier (deterministic: one draw).
+    Classifier,
+    /// A randomized defense: transform, purifier, classifier.
+    #[default]
+    Defense,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EvalRow {
-    /// "classifier" or the defense's name.
+    /// The classifier's or the defense's name.
     pub model: String,
+    /// Reports made before bare classifiers had their own kind read as
+    /// defenses; [`EvalRow::recount`] fixes the row named "classifier".
+    #[serde(default)]
+    pub kind: RowKind,
     /// "clean", the attack's name, or "worst case".
     pub attack: String,
     pub norm: String,
@@ -49,6 +64,10 @@ pub struct EvalRow {
     /// Gradient mode of the attack ("-" for clean and worst-case rows).
     pub mode: String,
     pub draws: usize,
+    /// Expected accuracy of one query: the fraction of (point, draw) pairs
+    /// classified correctly (what other papers report for randomized defenses).
+    #[serde(default)]
+    pub accuracy_mean: f64,
     pub accuracy_every_draw: f64,
     pub accuracy_majority: f64,
     /// Per point: correct in every draw.
@@ -56,6 +75,10 @@ pub struct EvalRow {
     /// Per point: in how many of the `draws` final draws it was correct.
     #[serde(default)]
     pub correct_counts: Vec<usize>,
+    /// The protocol's name (`protocol` in the [eval] table or protocol file),
+    /// so a reduced protocol's rows say so wherever they are copied.
+    #[serde(default)]
+    pub protocol: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -85,11 +108,18 @@ pub fn subset_indices(test_len: usize, subset: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-fn row(model: &str, attack: Option<&EvalAttack>, draws: usize, counts: Vec<usize>) -> EvalRow {
+fn row(
+    model: &str,
+    kind: RowKind,
+    attack: Option<&EvalAttack>,
+    draws: usize,
+    counts: Vec<usize>,
+) -> EvalRow {
     let mut r = EvalRow {
         model: model.to_string(),
+        kind,
         attack: attack.map_or("clean".into(), attack_name),
-        norm: attack.map_or("-".into(), |a| format!("{:?}", a.norm).to_lowercase()),
+        norm: attack.map_or("-".into(), threat_model),
         eps: attack.map_or(0.0, |a| a.eps),
         // Square's budget is its queries, and it takes no gradient samples.
         steps: attack.map_or(0, |a| {
@@ -109,10 +139,12 @@ fn row(model: &str, attack: Option<&EvalAttack>, draws: usize, counts: Vec<usize
             }
         }),
         draws,
+        accuracy_mean: 0.0,
         accuracy_every_draw: 0.0,
         accuracy_majority: 0.0,
         robust_flags: Vec::new(),
         correct_counts: counts,
+        protocol: String::new(),
     };
     r.recount();
     r
@@ -121,7 +153,12 @@ fn row(model: &str, attack: Option<&EvalAttack>, draws: usize, counts: Vec<usize
 impl EvalRow {
     /// Flags and accuracies from `correct_counts`.
     pub fn recount(&mut self) {
+        if self.model == "classifier" {
+            self.kind = RowKind::Classifier;
+        }
         let n = self.correct_counts.len().max(1) as f64;
+        let correct: usize = self.correct_counts.iter().sum();
+        self.accuracy_mean = correct as f64 / (n * self.draws.max(1) as f64);
         self.robust_flags = self
             .correct_counts
             .iter()
@@ -134,6 +171,14 @@ impl EvalRow {
             .filter(|&&c| 2 * c > self.draws)
             .count() as f64
             / n;
+    }
+}
+
+/// The row's threat model: the norm, or StAdv's bounded flow.
+fn threat_model(a: &EvalAttack) -> String {
+    match a.attack {
+        crate::config::EvalAttackKind::Stadv => "flow-linf".into(),
+        _ => format!("{:?}", a.norm).to_lowercase(),
     }
 }
 
@@ -238,11 +283,20 @@ impl EvalState {
     }
 }
 
-/// What an evaluation runs on. Models must live on an autodiff `device`
-/// and be frozen.
+/// A defense under evaluation, with the bare classifier it wraps (whose
+/// adversarials the classifier-only transfer attack scores on it).
+pub struct EvalDefense<'a> {
+    pub name: &'a str,
+    pub defense: &'a Defense,
+    /// Index into [`EvalInputs::classifiers`].
+    pub classifier: usize,
+}
+
+/// What an evaluation runs on: bare classifiers and defenses, side by side.
+/// Models must live on an autodiff `device` and be frozen.
 pub struct EvalInputs<'a> {
-    pub classifier: &'a Classifier,
-    pub defenses: &'a [(&'a str, &'a Defense)],
+    pub classifiers: &'a [(&'a str, &'a Classifier)],
+    pub defenses: &'a [EvalDefense<'a>],
     pub test: &'a Dataset,
     pub indices: &'a [usize],
     pub cfg: &'a EvalConfig,
@@ -315,7 +369,8 @@ impl<'a> Batches<'a> {
 pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     let (cfg, defenses) = (inputs.cfg, inputs.defenses);
     let batches = Batches::new(inputs, run);
-    let work = batches.mine.len() * (1 + defenses.len()) * (1 + cfg.attacks.len());
+    let models = inputs.classifiers.len() + defenses.len();
+    let work = batches.mine.len() * models * (1 + cfg.attacks.len());
     let bar = ProgressBar::new(work as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -341,12 +396,15 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     units.bar.finish_and_clear();
     let worst = worst_case_rows(&rows);
     rows.extend(worst);
+    for r in &mut rows {
+        r.protocol = cfg.protocol.clone();
+    }
 
     // Gradient checks on batch 0 (so a merge of shards reports what one run would).
     let gradient_warnings = if batches.mine.first() == Some(&0) {
         let (x, y) = batches.get(0);
         sanity::gradient_warnings(
-            inputs.classifier,
+            inputs.classifiers,
             defenses,
             &cfg.attacks,
             x,
@@ -357,7 +415,7 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
         Vec::new()
     };
     let mut warnings = gradient_warnings.clone();
-    warnings.extend(sanity::row_warnings(&rows, defenses.len()));
+    warnings.extend(sanity::row_warnings(&rows));
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -372,37 +430,40 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     })
 }
 
-/// Clean accuracy of the classifier and of each defense.
+/// Clean accuracy of each classifier and each defense.
 fn clean_rows(batches: &Batches, units: &mut Units) -> Result<Vec<EvalRow>> {
     let i = batches.inputs;
-    let (classifier, defenses, cfg, seed) = (i.classifier, i.defenses, i.cfg, i.seed);
-    let classifier_target = ClassifierTarget(classifier);
-    let mut counts = Vec::new();
-    for &b in &batches.mine {
-        counts.extend(units.get(format!("classifier|clean|{b}"), || {
-            let (x, y) = batches.get(b);
-            let mut rng = seeded(mix(seed, b as u64));
-            Ok(score_randomized(&classifier_target, x, &y, 1, &mut rng)?.correct_counts)
-        })?);
-    }
-    let mut rows = vec![row("classifier", None, 1, counts)];
-    for (name, defense) in defenses {
-        let target = DefenseTarget::new(defense, GradientMode::Full);
+    let (cfg, seed) = (i.cfg, i.seed);
+    let mut rows = Vec::new();
+    for (name, classifier) in i.classifiers {
+        let target = ClassifierTarget(classifier);
         let mut counts = Vec::new();
         for &b in &batches.mine {
             counts.extend(units.get(format!("{name}|clean|{b}"), || {
+                let (x, y) = batches.get(b);
+                let mut rng = seeded(mix(seed, b as u64));
+                Ok(score_randomized(&target, x, &y, 1, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row(name, RowKind::Classifier, None, 1, counts));
+    }
+    for d in i.defenses {
+        let target = DefenseTarget::new(d.defense, GradientMode::Full);
+        let mut counts = Vec::new();
+        for &b in &batches.mine {
+            counts.extend(units.get(format!("{}|clean|{b}", d.name), || {
                 let (x, y) = batches.get(b);
                 let mut rng = seeded(mix(seed ^ stream::EVAL_CLEAN, b as u64));
                 Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
             })?);
         }
-        rows.push(row(name, None, cfg.score_draws, counts));
+        rows.push(row(d.name, RowKind::Defense, None, cfg.score_draws, counts));
     }
     Ok(rows)
 }
 
-/// Attack `a` on the classifier, then on each defense in its gradient
-/// mode (the transfer mode reuses the classifier's adversarials).
+/// Attack `a` on each classifier, then on each defense in its gradient
+/// mode (the transfer mode reuses its classifier's adversarials).
 fn attack_rows(
     batches: &Batches,
     a: usize,
@@ -410,50 +471,61 @@ fn attack_rows(
     units: &mut Units,
 ) -> Result<Vec<EvalRow>> {
     let i = batches.inputs;
-    let (classifier, defenses, cfg, seed) = (i.classifier, i.defenses, i.cfg, i.seed);
-    let classifier_target = ClassifierTarget(classifier);
-    // The bare classifier's adversarials, also the transfer attack's.
-    let classifier_adv = |b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {
-        let (x, y) = batches.get(b);
-        let mut rng = seeded(mix(seed ^ stream::EVAL_ATTACK ^ a as u64, b as u64));
-        let x_adv = run_attack(&classifier_target, x, &y, attack, &mut rng)?;
-        Ok((x_adv, y, rng))
-    };
-    let mut transfer: HashMap<usize, Tensor<4>> = HashMap::new();
-    let mut counts = Vec::new();
-    for &b in &batches.mine {
-        counts.extend(units.get(format!("classifier|{a}|{b}"), || {
-            let (x_adv, y, mut rng) = classifier_adv(b)?;
-            transfer.insert(b, x_adv.clone());
-            Ok(score_randomized(&classifier_target, x_adv, &y, 1, &mut rng)?.correct_counts)
-        })?);
-    }
-    let mut rows = vec![row("classifier", Some(attack), 1, counts)];
-    for (name, defense) in defenses {
+    let (cfg, seed) = (i.cfg, i.seed);
+    // Classifier `c`'s adversarials, also the transfer attack's.
+    let classifier_adv =
+        |c: usize, b: usize| -> Result<(Tensor<4>, Vec<i64>, atop::rng::AtopRng)> {
+            let (x, y) = batches.get(b);
+            let mut rng = seeded(mix(seed ^ stream::EVAL_ATTACK ^ a as u64, b as u64));
+            let target = ClassifierTarget(i.classifiers[c].1);
+            let x_adv = run_attack(&target, x, &y, attack, &mut rng)?;
+            Ok((x_adv, y, rng))
+        };
+    let mut transfer: HashMap<(usize, usize), Tensor<4>> = HashMap::new();
+    let mut rows = Vec::new();
+    for (c, (name, classifier)) in i.classifiers.iter().enumerate() {
+        let target = ClassifierTarget(classifier);
         let mut counts = Vec::new();
         for &b in &batches.mine {
             counts.extend(units.get(format!("{name}|{a}|{b}"), || {
+                let (x_adv, y, mut rng) = classifier_adv(c, b)?;
+                transfer.insert((c, b), x_adv.clone());
+                Ok(score_randomized(&target, x_adv, &y, 1, &mut rng)?.correct_counts)
+            })?);
+        }
+        rows.push(row(name, RowKind::Classifier, Some(attack), 1, counts));
+    }
+    for d in i.defenses {
+        let mut counts = Vec::new();
+        for &b in &batches.mine {
+            counts.extend(units.get(format!("{}|{a}|{b}", d.name), || {
                 let (x, y) = batches.get(b);
                 let mut rng = seeded(mix(seed ^ stream::EVAL_DEFENSE_SCORE ^ a as u64, b as u64));
                 let x_adv = match attack.mode {
-                    GradientMode::ClassifierOnly => match transfer.get(&b) {
+                    GradientMode::ClassifierOnly => match transfer.get(&(d.classifier, b)) {
                         Some(t) => t.clone(),
                         // Resumed past the classifier's unit: replay it.
-                        None => classifier_adv(b)?.0,
+                        None => classifier_adv(d.classifier, b)?.0,
                     },
                     mode => {
-                        let mut target = DefenseTarget::new(defense, mode);
+                        let mut target = DefenseTarget::new(d.defense, mode);
                         if mode == GradientMode::FixedRandomness {
                             target.freeze_draw(&mut rng, x.dims())?;
                         }
                         run_attack(&target, x, &y, attack, &mut rng)?
                     }
                 };
-                let scorer = DefenseTarget::new(defense, GradientMode::Full);
+                let scorer = DefenseTarget::new(d.defense, GradientMode::Full);
                 Ok(score_randomized(&scorer, x_adv, &y, cfg.score_draws, &mut rng)?.correct_counts)
             })?);
         }
-        rows.push(row(name, Some(attack), cfg.score_draws, counts));
+        rows.push(row(
+            d.name,
+            RowKind::Defense,
+            Some(attack),
+            cfg.score_draws,
+            counts,
+        ));
     }
     Ok(rows)
 }

@@ -20,11 +20,23 @@ pub struct DefenseRecord {
     pub source: String,
 }
 
+/// A bare classifier evaluated, where it comes from and how it was trained.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClassifierRecord {
+    pub name: String,
+    /// "artifact <path> (classifier sha256 ...)".
+    pub source: String,
+    /// Standard or adversarial training (with its attack), from the manifest.
+    pub training: String,
+}
+
 #[derive(Serialize)]
 pub struct Report<'a> {
     pub title: String,
     /// Artifact files evaluated, with their SHA-256.
     pub artifacts: Vec<(String, String)>,
+    /// The bare classifiers evaluated.
+    pub classifiers: Vec<ClassifierRecord>,
     /// The transform each defense was evaluated with.
     pub defenses: Vec<DefenseRecord>,
     pub dataset: String,
@@ -41,6 +53,8 @@ pub struct StoredReport {
     pub title: String,
     pub artifacts: Vec<(String, String)>,
     #[serde(default)]
+    pub classifiers: Vec<ClassifierRecord>,
+    #[serde(default)]
     pub defenses: Vec<DefenseRecord>,
     pub dataset: String,
     pub elapsed_seconds: f64,
@@ -53,8 +67,13 @@ pub fn read(path: &Path) -> Result<StoredReport> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    serde_json::from_value(value)
-        .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))
+    let mut report: StoredReport = serde_json::from_value(value)
+        .with_context(|| format!("{}: no evaluation table under \"eval\"", path.display()))?;
+    // Reports written before `accuracy_mean` existed get it from their counts.
+    for row in &mut report.eval.rows {
+        row.recount();
+    }
+    Ok(report)
 }
 
 /// What the report says of each evaluated defense.
@@ -77,6 +96,9 @@ pub fn markdown(report: &Report) -> String {
     for (path, sha) in &report.artifacts {
         let _ = writeln!(md, "* artifact: `{path}` (sha256 `{sha}`)");
     }
+    for c in &report.classifiers {
+        let _ = writeln!(md, "* {}: {}; {}", c.name, c.source, c.training);
+    }
     for d in &report.defenses {
         let t = &d.transform;
         let _ = writeln!(
@@ -92,6 +114,11 @@ pub fn markdown(report: &Report) -> String {
             d.source
         );
     }
+    if let Some(p) = report.eval.rows.first().map(|r| &r.protocol)
+        && !p.is_empty()
+    {
+        let _ = writeln!(md, "* protocol: {p}");
+    }
     let _ = writeln!(
         md,
         "* test subset: {} points, seed {} (indices in report.json)",
@@ -102,13 +129,13 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(md, "* elapsed: {:.0} s\n", report.elapsed_seconds);
     let _ = writeln!(
         md,
-        "| model | attack | norm | eps | steps | EOT | runs | gradient mode | draws | accuracy (every draw) | accuracy (majority) |"
+        "| model | attack | norm | eps | steps | EOT | runs | gradient mode | draws | accuracy (mean over draws) | accuracy (every draw) | accuracy (majority) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &report.eval.rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |",
             r.model,
             r.attack,
             r.norm,
@@ -135,6 +162,7 @@ pub fn markdown(report: &Report) -> String {
             },
             r.mode,
             r.draws,
+            100.0 * r.accuracy_mean,
             100.0 * r.accuracy_every_draw,
             100.0 * r.accuracy_majority
         );

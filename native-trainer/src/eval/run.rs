@@ -1,7 +1,7 @@
-//! An evaluation as the commands run it: the frozen classifier and the
-//! defenses built from their artifacts' purifiers and transforms.
+//! An evaluation as the commands run it: the frozen bare classifiers and
+//! the defenses built from their artifacts' purifiers and transforms.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use atop::defense::Defense;
 use atop::model::{Classifier, Purifier};
 use atop::rng::stream;
@@ -9,7 +9,7 @@ use atop::transform::TransformConfig;
 use burn::module::Module;
 use burn::tensor::Device;
 
-use super::{EvalInputs, EvalReport, EvalRun, evaluate, subset_indices};
+use super::{EvalDefense, EvalInputs, EvalReport, EvalRun, evaluate, subset_indices};
 use crate::config::RunConfig;
 use crate::train::pipeline::RunData;
 
@@ -18,36 +18,55 @@ use crate::train::pipeline::RunData;
 pub struct DefenseInput<'a> {
     pub name: String,
     pub purifier: &'a Purifier,
+    /// Index of the classifier (in the evaluation's list) the purifier protects.
+    pub classifier: usize,
     pub transform: TransformConfig,
     pub purify_size: usize,
     /// Where transform and purify size come from, as the report says it.
     pub source: String,
 }
 
-/// Evaluates the classifier and the given defenses.
+/// Evaluates the named bare classifiers and the given defenses.
 pub fn run_eval(
     cfg: &RunConfig,
     data: &RunData,
-    classifier: &Classifier,
+    classifiers: &[(String, &Classifier)],
     inputs: &[DefenseInput],
     device: &Device,
     run: &EvalRun,
 ) -> Result<EvalReport> {
     let ad = device.clone().autodiff();
-    let classifier = classifier.clone().fork(&ad).freeze();
-    let defenses: Vec<(String, Defense)> = inputs
+    let frozen: Vec<Classifier> = classifiers
         .iter()
-        .map(|d| {
-            let purifier = d.purifier.clone().fork(&ad).freeze();
-            let defense = Defense::new(d.transform.clone(), purifier, classifier.clone())
-                .with_purify_size(d.purify_size);
-            (d.name.clone(), defense)
+        .map(|(_, c)| (*c).clone().fork(&ad).freeze())
+        .collect();
+    let mut defenses = Vec::new();
+    for d in inputs {
+        let classifier = frozen.get(d.classifier).with_context(|| {
+            format!("defense {}: no classifier number {}", d.name, d.classifier)
+        })?;
+        let purifier = d.purifier.clone().fork(&ad).freeze();
+        let defense = Defense::new(d.transform.clone(), purifier, classifier.clone())
+            .with_purify_size(d.purify_size);
+        defenses.push(defense);
+    }
+    let named: Vec<(&str, &Classifier)> = classifiers
+        .iter()
+        .zip(&frozen)
+        .map(|((n, _), c)| (n.as_str(), c))
+        .collect();
+    let refs: Vec<EvalDefense> = inputs
+        .iter()
+        .zip(&defenses)
+        .map(|(d, defense)| EvalDefense {
+            name: &d.name,
+            defense,
+            classifier: d.classifier,
         })
         .collect();
-    let refs: Vec<(&str, &Defense)> = defenses.iter().map(|(n, d)| (n.as_str(), d)).collect();
     let indices = subset_indices(data.test.len(), cfg.eval.subset, cfg.eval.subset_seed);
     let inputs = EvalInputs {
-        classifier: &classifier,
+        classifiers: &named,
         defenses: &refs,
         test: &data.test,
         indices: &indices,

@@ -4,19 +4,18 @@
 
 use anyhow::Result;
 use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, gradient_health};
-use atop::defense::Defense;
 use atop::model::Classifier;
 use atop::rng::{seeded, stream};
 use burn::tensor::Tensor;
 
-use super::EvalRow;
+use super::{EvalDefense, EvalRow, RowKind};
 use crate::config::EvalAttack;
 
 /// Zero or non-finite input gradients on the first batch, for the bare
 /// classifier and for each defense in every gradient mode the protocol uses.
 pub fn gradient_warnings(
-    classifier: &Classifier,
-    defenses: &[(&str, &Defense)],
+    classifiers: &[(&str, &Classifier)],
+    defenses: &[EvalDefense],
     attacks: &[EvalAttack],
     x: Tensor<4>,
     labels: &[i64],
@@ -38,10 +37,12 @@ pub fn gradient_warnings(
         }
     };
     let mut rng = seeded(seed ^ stream::SANITY);
-    report(
-        "classifier".into(),
-        gradient_health(&ClassifierTarget(classifier), &x, labels, &mut rng)?,
-    );
+    for (name, classifier) in classifiers {
+        report(
+            name.to_string(),
+            gradient_health(&ClassifierTarget(classifier), &x, labels, &mut rng)?,
+        );
+    }
     // Each gradient mode once, in protocol order.
     let mut modes: Vec<GradientMode> = Vec::new();
     for a in attacks {
@@ -52,14 +53,14 @@ pub fn gradient_warnings(
             modes.push(a.mode);
         }
     }
-    for (name, defense) in defenses {
+    for d in defenses {
         for &mode in &modes {
-            let mut target = DefenseTarget::new(defense, mode);
+            let mut target = DefenseTarget::new(d.defense, mode);
             if mode == GradientMode::FixedRandomness {
                 target.freeze_draw(&mut rng, x.dims())?;
             }
             report(
-                format!("{name} ({} gradients)", mode.name()),
+                format!("{} ({} gradients)", d.name, mode.name()),
                 gradient_health(&target, &x, labels, &mut rng)?,
             );
         }
@@ -69,7 +70,7 @@ pub fn gradient_warnings(
 
 /// Checks on the finished table: Square (black-box) beating the white-box
 /// attacks, and randomized defenses attacked without EOT.
-pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
+pub fn row_warnings(rows: &[EvalRow]) -> Vec<String> {
     let mut warnings = Vec::new();
     for square in rows.iter().filter(|r| r.attack == "square") {
         let white_box = rows
@@ -99,7 +100,7 @@ pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
     // defense's gradients are broken or EOT is too small.
     for full in rows
         .iter()
-        .filter(|r| r.mode == "full" && r.model != "classifier")
+        .filter(|r| r.mode == "full" && r.kind == RowKind::Defense)
     {
         let transfer = rows.iter().find(|r| {
             r.model == full.model
@@ -120,15 +121,13 @@ pub fn row_warnings(rows: &[EvalRow], defenses: usize) -> Vec<String> {
             ));
         }
     }
-    if defenses > 0 {
-        for r in rows.iter().filter(|r| {
-            r.model != "classifier" && r.eot == 1 && matches!(r.mode.as_str(), "full" | "bpda")
-        }) {
-            warnings.push(format!(
-                "{}: {} in {} mode with EOT 1 against a randomized defense: the gradient is one draw's, use eot > 1",
-                r.model, r.attack, r.mode
-            ));
-        }
+    for r in rows.iter().filter(|r| {
+        r.kind == RowKind::Defense && r.eot == 1 && matches!(r.mode.as_str(), "full" | "bpda")
+    }) {
+        warnings.push(format!(
+            "{}: {} in {} mode with EOT 1 against a randomized defense: the gradient is one draw's, use eot > 1",
+            r.model, r.attack, r.mode
+        ));
     }
     warnings
 }
@@ -140,6 +139,11 @@ mod tests {
     fn row(model: &str, attack: &str, mode: &str, eot: usize, accuracy: f64) -> EvalRow {
         EvalRow {
             model: model.into(),
+            kind: if model == "classifier" {
+                RowKind::Classifier
+            } else {
+                RowKind::Defense
+            },
             attack: attack.into(),
             norm: "linf".into(),
             eps: 0.1,
@@ -148,10 +152,12 @@ mod tests {
             restarts: 0,
             mode: mode.into(),
             draws: 1,
+            accuracy_mean: accuracy,
             accuracy_every_draw: accuracy,
             accuracy_majority: accuracy,
             robust_flags: Vec::new(),
             correct_counts: Vec::new(),
+            protocol: String::new(),
         }
     }
 
@@ -164,7 +170,7 @@ mod tests {
             row("classifier", "pgd", "full", 1, 0.05),
             row("classifier", "square", "black-box", 1, 0.08),
         ];
-        let w = row_warnings(&rows, 1);
+        let w = row_warnings(&rows);
         // Square 30% < PGD full 40% on the defense (the transfer row does not count).
         assert!(
             w.iter()
@@ -179,7 +185,7 @@ mod tests {
         let mut no_eot = rows.clone();
         no_eot[0].eot = 1;
         assert!(
-            row_warnings(&no_eot, 1)
+            row_warnings(&no_eot)
                 .iter()
                 .any(|w| w.contains("pgd in full mode with EOT 1"))
         );

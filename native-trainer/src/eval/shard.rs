@@ -40,7 +40,7 @@ impl FromStr for Shard {
 
 /// Combines shard reports of one protocol into the whole run's report.
 /// `names` label the reports in errors (their files).
-pub fn merge(parts: &[EvalReport], names: &[String], defenses: usize) -> Result<EvalReport> {
+pub fn merge(parts: &[EvalReport], names: &[String]) -> Result<EvalReport> {
     let Some(first) = parts.first() else {
         bail!("nothing to merge");
     };
@@ -104,7 +104,7 @@ pub fn merge(parts: &[EvalReport], names: &[String], defenses: usize) -> Result<
         .flat_map(|p| p.gradient_warnings.iter().cloned())
         .collect();
     let mut warnings = gradient_warnings.clone();
-    warnings.extend(sanity::row_warnings(&rows, defenses));
+    warnings.extend(sanity::row_warnings(&rows));
     Ok(EvalReport {
         subset_seed: first.subset_seed,
         indices: first.indices.clone(),
