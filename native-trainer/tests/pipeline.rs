@@ -294,8 +294,27 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
         "{stderr}"
     );
 
-    // Evaluation of the fine-tuned artifact with the pre-trained purifier beside it.
+    // Evaluation of the fine-tuned artifact with the pre-trained purifier
+    // beside it, under the unseen threat models too (L2 AutoAttack rand and
+    // StAdv, full gradients with EOT), at a tiny strength.
     let eval_dir = f.dir.join("eval");
+    let protocol = f.dir.join("unseen.toml");
+    std::fs::write(
+        &protocol,
+        r#"protocol = "tiny unseen"
+subset = 8
+subset_seed = 2024
+batch_size = 8
+score_draws = 2
+attacks = [
+  { norm = "linf", eps = 0.1, steps = 1, eot = 1, mode = "full" },
+  { norm = "linf", eps = 0.1, steps = 1, eot = 1, mode = "classifier-only" },
+  { attack = "autoattack", version = "rand", norm = "l2", eps = 1.5, steps = 2, eot = 2, mode = "full" },
+  { attack = "stadv", norm = "linf", eps = 0.05, steps = 2, eot = 2, mode = "full" },
+]
+"#,
+    )
+    .unwrap();
     let (ok, err) = run(&[
         "eval",
         "--config",
@@ -306,6 +325,8 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
         killed.join("atop.safetensors").to_str().unwrap(),
         "--baseline",
         purifier.to_str().unwrap(),
+        "--protocol",
+        protocol.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     let report: serde_json::Value =
@@ -375,8 +396,25 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
             .contains("OVERRIDE (--override-transform)")
     );
     let rows = report["eval"]["rows"].as_array().unwrap();
-    // clean + 2 attacks + the worst case of the two, for the classifier and two defenses.
-    assert_eq!(rows.len(), 12);
+    // clean + 4 attacks + the L-inf worst case, for the classifier and two defenses.
+    assert_eq!(rows.len(), 18);
+    for (attack, norm) in [("autoattack-rand", "l2"), ("stadv", "flow-linf")] {
+        let defended: Vec<_> = rows
+            .iter()
+            .filter(|r| r["attack"] == attack && r["kind"] == "defense")
+            .collect();
+        assert_eq!(defended.len(), 2, "{attack}");
+        for r in defended {
+            assert_eq!(
+                (r["norm"].as_str(), r["mode"].as_str()),
+                (Some(norm), Some("full"))
+            );
+            assert_eq!(
+                (r["eot"].as_u64(), r["protocol"].as_str()),
+                (Some(2), Some("tiny unseen"))
+            );
+        }
+    }
     assert_eq!(report["eval"]["indices"].as_array().unwrap().len(), 8);
     assert!(
         std::fs::read_to_string(eval_dir.join("report.md"))
@@ -385,7 +423,7 @@ fn stages_run_alone_and_killed_gan_stages_resume_bit_for_bit() {
     );
     let results = eval_dir.join("results.png");
     assert_drawn(&results, 1100);
-    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 54 * 12);
+    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 54 * 18);
 
     // `atop plot` redraws from what the run left; an empty directory is named.
     std::fs::remove_file(&results).unwrap();
