@@ -95,6 +95,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
                 "classifier_validation_accuracy": classifier.validation,
                 "pretrain_validation_score": pretrained.validation,
                 "finetune_validation_robust_accuracy": finetuned.validation,
+                "warnings": pretrained.warnings.iter().chain(&finetuned.warnings).collect::<Vec<_>>(),
             })),
         },
     )?;

@@ -102,8 +102,14 @@ pub fn first_pass(mut transformed: Vec<TransformedImage>) -> TransformedImage {
     transformed.swap_remove(0)
 }
 
-/// One discriminator update on (real, fake) with the discriminator's
-/// optimizer; returns the loss value.
+/// What a discriminator update saw: its loss and its mean scores.
+pub struct DiscriminatorStep {
+    pub loss: f64,
+    pub mean_real: f64,
+    pub mean_fake: f64,
+}
+
+/// One discriminator update on (real, fake) with the discriminator's optimizer.
 pub fn discriminator_step(
     disc: &mut Held<Discriminator>,
     optim: &mut burn::optim::ModuleOptimizer,
@@ -111,14 +117,25 @@ pub fn discriminator_step(
     real: Tensor<4>,
     fake: Tensor<4>,
     mask: Tensor<4>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<DiscriminatorStep> {
     let d_real = disc.get().forward(real, mask.clone())?;
     let d_fake = disc.get().forward(fake.detach(), mask)?;
+    let mean_real = scalar(d_real.clone().detach().mean());
+    let mean_fake = scalar(d_fake.clone().detach().mean());
     let loss = discriminator_loss(d_real, d_fake);
     let value = scalar(loss.clone().detach());
     let grads = burn::optim::GradientsParams::from_grads(loss.backward(), disc.get());
     disc.replace(|d| optim.step(lr, d, grads));
-    Ok(value)
+    Ok(DiscriminatorStep {
+        loss: value,
+        mean_real,
+        mean_fake,
+    })
+}
+
+/// L2 norm of a whole tensor.
+pub fn l2_norm(t: Tensor<4>) -> f64 {
+    scalar(t.powi_scalar(2).sum().sqrt())
 }
 
 /// A model that burn's optimizer consumes and hands back at every step,

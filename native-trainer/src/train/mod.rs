@@ -14,6 +14,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod classifier;
 pub mod finetune;
+pub mod gan_health;
 pub mod pipeline;
 pub mod pretrain;
 

@@ -19,6 +19,7 @@ use crate::data::{self, Dataset};
 use crate::fsutil::write_atomic;
 use crate::train::classifier::ClassifierStage;
 use crate::train::finetune::FinetuneStage;
+use crate::train::gan_health::GanHealth;
 use crate::train::pretrain::{PretrainStage, PurifierTraining};
 use crate::train::{Schedule, run_stage};
 
@@ -131,6 +132,20 @@ pub struct StageResult<M> {
     pub model: M,
     pub artifact_path: PathBuf,
     pub validation: Option<f64>,
+    /// Training warnings (the discriminator's health).
+    pub warnings: Vec<String>,
+}
+
+/// The GAN health of `stage`: its warnings (logged), and its metrics added
+/// to the artifact's manifest.
+fn gan_health(out: &Path, stage: &str, m: &mut Manifest) -> Result<Vec<String>> {
+    Ok(match GanHealth::read(out, stage)? {
+        Some(h) => {
+            m.metrics.extend(h.metrics());
+            h.report()
+        }
+        None => Vec::new(),
+    })
 }
 
 /// Trains the classifier; writes `out/classifier.safetensors`.
@@ -192,6 +207,7 @@ pub fn train_classifier(
         model,
         artifact_path: path,
         validation: outcome.best_score,
+        warnings: Vec::new(),
     })
 }
 
@@ -225,6 +241,7 @@ pub fn pretrain(
     )?;
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "pretrain");
+    let warnings = gan_health(out, "pretrain", &mut m)?;
     m.classifier = None;
     m.purifier = Some(cfg.purifier.clone());
     m.transform = Some(cfg.transform.clone());
@@ -243,6 +260,7 @@ pub fn pretrain(
         model: purifier,
         artifact_path: path,
         validation: outcome.best_score,
+        warnings,
     })
 }
 
@@ -298,6 +316,7 @@ pub fn finetune(
     )?;
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "finetune");
+    let warnings = gan_health(out, "finetune", &mut m)?;
     m.classifier = Some(classifier_config);
     m.purifier = Some(purifier_config);
     m.transform = Some(cfg.transform.clone());
@@ -321,5 +340,6 @@ pub fn finetune(
         model: purifier,
         artifact_path: path,
         validation: outcome.best_score,
+        warnings,
     })
 }

@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::blocks::{Held, adam, discriminator_step, first_pass, l1_signed, scalar};
+use super::blocks::{Held, adam, discriminator_step, first_pass, l1_signed, l2_norm, scalar};
 use crate::config::{GanTerm, OptimConfig};
 use crate::data::Dataset;
 use crate::train::Stage;
@@ -129,9 +129,10 @@ impl PurifierTraining {
         if let Some(coarse) = out.coarse.clone() {
             loss_g = loss_g + l1_signed(coarse, target.clone());
         }
-        losses.insert("recon".to_string(), scalar(loss_g.clone().detach()));
+        let mut g_value = scalar(loss_g.clone().detach());
+        losses.insert("recon".to_string(), g_value);
         if let Some(disc) = &mut self.discriminator {
-            let d_loss = discriminator_step(
+            let d = discriminator_step(
                 disc,
                 &mut self.d_optim,
                 lr,
@@ -139,20 +140,41 @@ impl PurifierTraining {
                 out.image.clone(),
                 mask.clone(),
             )?;
-            losses.insert("d_loss".to_string(), d_loss);
-            let adv = disc.get().forward(out.image.clone(), mask)?.mean().neg();
-            losses.insert("g_adv".to_string(), scalar(adv.clone().detach()));
+            losses.insert("d_loss".to_string(), d.loss);
+            // Health: how far apart D scores real and fake images.
+            losses.insert("d_gap".to_string(), d.mean_real - d.mean_fake);
+            // The adversarial term's gradient at the purified image, taken
+            // once and chained into the generator: (image . grad).sum() has
+            // the same parameter gradient as the term itself, and its norm
+            // against the L1 term's says whether D still teaches G anything.
+            let probe = out.image.clone().detach().require_grad();
+            let adv = disc.get().forward(probe.clone(), mask)?.mean().neg();
+            let adv_grad = probe
+                .grad(&adv.clone().backward())
+                .ok_or_else(|| anyhow::anyhow!("no gradient reached the purified image"))?;
+            let numel = out.image.dims().iter().product::<usize>() as f64;
+            let l1_grad = 2.0 / numel * l2_norm((out.image.clone() - target.clone()).sign());
+            losses.insert(
+                "g_adv_ratio".to_string(),
+                l2_norm(adv_grad.clone()) / l1_grad.max(f64::MIN_POSITIVE),
+            );
+            let adv_value = scalar(adv.detach());
+            g_value += adv_value;
+            losses.insert("g_adv".to_string(), adv_value);
             // The public code detaches this term, so it adds no gradient.
-            loss_g = match gan {
-                GanTerm::Live => loss_g + adv,
-                GanTerm::Detached => loss_g + adv.detach(),
-            };
+            if gan == GanTerm::Live {
+                loss_g = loss_g + (out.image.clone() * adv_grad).sum();
+            }
         }
         for term in terms(out.image)? {
-            losses.insert(term.name.to_string(), scalar(term.value.clone().detach()));
+            let value = scalar(term.value.clone().detach());
+            g_value += value;
+            losses.insert(term.name.to_string(), value);
             loss_g = loss_g + term.value;
         }
-        losses.insert("g_loss".to_string(), scalar(loss_g.clone().detach()));
+        // The generator's loss as the formula writes it (the adversarial
+        // term by its value, not by its chained surrogate).
+        losses.insert("g_loss".to_string(), g_value);
         let grads = GradientsParams::from_grads(loss_g.backward(), self.purifier());
         let optim = &mut self.g_optim;
         self.purifier.replace(|p| optim.step(lr, p, grads));
@@ -263,6 +285,7 @@ mod tests {
         let d = DiscriminatorConfig {
             image_channels: 1,
             cnum: 4,
+            ..DiscriminatorConfig::default()
         }
         .init(device)
         .unwrap();

@@ -1,6 +1,11 @@
-//! SN-PatchGAN discriminator (DeepFillv2): six 5x5 stride-2 convolutions with
+//! SN-PatchGAN discriminator (DeepFillv2): 5x5 stride-2 convolutions with
 //! spectral normalisation and LeakyReLU(0.2); input = image + mask; output =
 //! one score per patch, flattened. Trained with the hinge loss.
+//!
+//! DeepFillv2 stacks six convs and applies LeakyReLU after the last one too.
+//! Both are settings here: six stride-2 convs shrink a 28x28 image to 1x1
+//! (the last two see mostly zero padding), and a LeakyReLU output squeezes
+//! the negative scores the hinge loss wants for fakes by a factor of 5.
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::Initializer;
@@ -18,9 +23,15 @@ use crate::error::{AtopError, Result};
 #[serde(deny_unknown_fields, default)]
 pub struct DiscriminatorConfig {
     pub image_channels: usize,
-    /// Width of the first conv; the six convs have widths
+    /// Width of the first conv; the convs have widths
     /// cnum x (1, 2, 4, 4, 4, 4) = (64, 128, 256, 256, 256, 256) by default.
     pub cnum: usize,
+    /// Number of stride-2 convs, 1 to 6 (DeepFillv2: 6). The scores form a
+    /// map of side/2^layers patches.
+    pub layers: usize,
+    /// LeakyReLU after the last conv, as DeepFillv2's code; `false` gives
+    /// linear scores.
+    pub output_activation: bool,
 }
 
 impl Default for DiscriminatorConfig {
@@ -28,6 +39,8 @@ impl Default for DiscriminatorConfig {
         Self {
             image_channels: 3,
             cnum: 64,
+            layers: 6,
+            output_activation: true,
         }
     }
 }
@@ -44,6 +57,12 @@ impl DiscriminatorConfig {
             ));
         }
         super::check_size("discriminator.cnum", self.cnum, 2048)?;
+        if !(1..=6).contains(&self.layers) {
+            return Err(AtopError::config(
+                "discriminator.layers",
+                format!("must be 1 to 6, got {}", self.layers),
+            ));
+        }
         let c = self.cnum;
         let widths = [
             self.image_channels + 1,
@@ -54,15 +73,13 @@ impl DiscriminatorConfig {
             4 * c,
             4 * c,
         ];
-        let conv = |i: usize| SpectralNormConv2d::new(widths[i], widths[i + 1], 5, device);
+        let convs = (0..self.layers)
+            .map(|i| SpectralNormConv2d::new(widths[i], widths[i + 1], 5, device))
+            .collect();
         Ok(Discriminator {
-            conv1: conv(0),
-            conv2: conv(1),
-            conv3: conv(2),
-            conv4: conv(3),
-            conv5: conv(4),
-            conv6: conv(5),
+            convs,
             image_channels: self.image_channels,
+            output_activation: self.output_activation,
         })
     }
 }
@@ -158,13 +175,9 @@ impl SpectralNormConv2d {
 /// The SN-PatchGAN discriminator.
 #[derive(Module, Debug)]
 pub struct Discriminator {
-    pub conv1: SpectralNormConv2d,
-    pub conv2: SpectralNormConv2d,
-    pub conv3: SpectralNormConv2d,
-    pub conv4: SpectralNormConv2d,
-    pub conv5: SpectralNormConv2d,
-    pub conv6: SpectralNormConv2d,
+    pub convs: Vec<SpectralNormConv2d>,
     pub image_channels: usize,
+    pub output_activation: bool,
 }
 
 impl Discriminator {
@@ -181,17 +194,14 @@ impl Discriminator {
                 &image.dims(),
             ));
         }
-        let x = Tensor::cat(vec![unit_to_signed(image), mask], 1);
-        let x = [
-            &self.conv1,
-            &self.conv2,
-            &self.conv3,
-            &self.conv4,
-            &self.conv5,
-            &self.conv6,
-        ]
-        .iter()
-        .fold(x, |x, conv| leaky_relu(conv.forward(x), 0.2));
-        Ok(x.flatten(1, 3))
+        let mut x = Tensor::cat(vec![unit_to_signed(image), mask], 1); // [n, c+1, h, w]
+        let last = self.convs.len().saturating_sub(1);
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(x); // [n, width_i, h/2^(i+1), w/2^(i+1)]
+            if i < last || self.output_activation {
+                x = leaky_relu(x, 0.2);
+            }
+        }
+        Ok(x.flatten(1, 3)) // [n, patches]
     }
 }

@@ -374,6 +374,7 @@ fn discriminator_scores_patches() {
     let disc = DiscriminatorConfig {
         image_channels: 3,
         cnum: 8,
+        ..DiscriminatorConfig::default()
     }
     .init(&d)
     .unwrap();
@@ -383,6 +384,30 @@ fn discriminator_scores_patches() {
     // Six stride-2 convs: 32 -> 1, with 4*cnum channels.
     assert_eq!(scores.dims(), [2, 32]);
     assert!(values2(scores).iter().all(|v| v.is_finite()));
+    // Three convs on 28x28: 4x4 patches of 4*cnum channels; linear scores
+    // reach below -1/5 where a LeakyReLU output would not.
+    let shallow = DiscriminatorConfig {
+        image_channels: 1,
+        cnum: 8,
+        layers: 3,
+        output_activation: false,
+    }
+    .init(&d)
+    .unwrap();
+    let scores = shallow
+        .forward(images([2, 1, 28, 28], 0, &d), images([2, 1, 28, 28], 1, &d))
+        .unwrap();
+    assert_eq!(scores.dims(), [2, 32 * 16]);
+    let bad = DiscriminatorConfig {
+        layers: 7,
+        ..DiscriminatorConfig::default()
+    };
+    assert!(
+        bad.init(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("discriminator.layers")
+    );
 }
 
 /// Largest singular value of a row-major matrix, by power iteration.
@@ -409,10 +434,11 @@ fn spectral_norm_scales_weights_to_unit_norm() {
     let disc = DiscriminatorConfig {
         image_channels: 1,
         cnum: 4,
+        ..DiscriminatorConfig::default()
     }
     .init(&d)
     .unwrap();
-    let conv = &disc.conv2;
+    let conv = &disc.convs[1];
     let mut w = conv.normalized_weight();
     for _ in 0..100 {
         w = conv.normalized_weight();
@@ -526,6 +552,7 @@ fn every_weight_and_bias_of_every_model_is_trainable() {
     let disc = DiscriminatorConfig {
         image_channels: 1,
         cnum: 4,
+        ..DiscriminatorConfig::default()
     }
     .init(&d)
     .unwrap();
