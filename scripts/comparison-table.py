@@ -27,8 +27,8 @@ def cell(row):
 
 def column(row):
     """The table column a report row belongs to."""
-    if row["attack"] == "clean":
-        return "clean"
+    if row["attack"] in ("clean", "clean, transform only"):
+        return row["attack"]
     threat = f"{row['norm']} {row['eps']:g}"
     if row["attack"] == "worst case":
         return f"{threat} worst case"

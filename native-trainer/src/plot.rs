@@ -190,8 +190,8 @@ pub fn training_curves(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The label of a results row, e.g. "RT+purifier (AToP) · PGD full".
 fn row_label(model: &str, attack: &str, mode: &str) -> String {
-    if attack == "clean" {
-        format!("{model} · clean")
+    if attack == "clean" || attack == crate::eval::TRANSFORM_ONLY {
+        format!("{model} · {attack}")
     } else {
         format!("{model} · {} {mode}", attack.to_uppercase())
     }

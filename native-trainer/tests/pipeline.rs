@@ -396,8 +396,19 @@ attacks = [
             .contains("OVERRIDE (--override-transform)")
     );
     let rows = report["eval"]["rows"].as_array().unwrap();
-    // clean + 4 attacks + the L-inf worst case, for the classifier and two defenses.
-    assert_eq!(rows.len(), 18);
+    // clean + 4 attacks + the L-inf worst case, for the classifier and two
+    // defenses, and each defense's clean row through the transform alone.
+    assert_eq!(rows.len(), 20);
+    let transform_only: Vec<_> = rows
+        .iter()
+        .filter(|r| r["attack"] == "clean, transform only")
+        .collect();
+    assert_eq!(transform_only.len(), 2);
+    assert!(
+        transform_only
+            .iter()
+            .all(|r| r["kind"] == "defense" && r["draws"] == 2)
+    );
     for (attack, norm) in [("autoattack-rand", "l2"), ("stadv", "flow-linf")] {
         let defended: Vec<_> = rows
             .iter()
@@ -423,7 +434,7 @@ attacks = [
     );
     let results = eval_dir.join("results.png");
     assert_drawn(&results, 1100);
-    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 54 * 18);
+    assert_eq!(image::image_dimensions(&results).unwrap().1, 110 + 54 * 20);
 
     // `atop plot` redraws from what the run left; an empty directory is named.
     std::fs::remove_file(&results).unwrap();

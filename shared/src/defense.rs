@@ -135,6 +135,18 @@ impl Defense {
         self.forward_with(x, &draw)
     }
 
+    /// The classifier on the raw transform output, no purifier: what the
+    /// transform alone leaves of clean accuracy (the "where does it go"
+    /// breakdown: clean, transform only, transform + purifier).
+    pub fn transform_only_with(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<Tensor<2>> {
+        let dims = x.dims();
+        let [_, _, h, w] = dims;
+        let transformed = draw.apply(resize(x, self.purify_dims(dims)))?;
+        let raw = transformed.iter().map(|t| t.image.clone()).collect();
+        let combined = self.combine(raw, &transformed)?;
+        self.classifier.forward(resize(combined, [0, 0, h, w]))
+    }
+
     /// The classifier alone (no transform, no purifier).
     pub fn classify(&self, x: Tensor<4>) -> Result<Tensor<2>> {
         self.classifier.forward(x)

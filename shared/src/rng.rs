@@ -110,6 +110,8 @@ pub mod stream {
     /// Within an evaluation: clean scoring, attack runs, their scoring, and
     /// the gradient sanity check, each mixed with the batch (and attack).
     pub const EVAL_CLEAN: u64 = 0xC1EA;
+    /// Transform draws of the clean transform-only diagnostic row.
+    pub const EVAL_TRANSFORM_ONLY: u64 = 0x7F0;
     pub const EVAL_ATTACK: u64 = 0xA77C;
     pub const EVAL_DEFENSE_SCORE: u64 = 0xDEF;
     pub const SANITY: u64 = 0x5A17;

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, score_randomized};
+use atop::attack::{
+    ClassifierTarget, DefenseTarget, GradientMode, TransformOnlyTarget, score_randomized,
+};
 use atop::defense::Defense;
 use atop::model::Classifier;
 use atop::rng::{mix, permutation, seeded, stream};
@@ -182,16 +184,21 @@ fn threat_model(a: &EvalAttack) -> String {
     }
 }
 
+/// The attack name of the clean row through the transform alone.
+pub const TRANSFORM_ONLY: &str = "clean, transform only";
+
+/// Whether a row is an attack's (not a clean row or a worst case).
+pub fn is_attack_row(r: &EvalRow) -> bool {
+    !matches!(r.attack.as_str(), "clean" | TRANSFORM_ONLY | "worst case")
+}
+
 /// Per model and threat model (norm, eps), a point survives the worst case
 /// only if it survives every attack: the per-point minimum of the counts.
 pub fn worst_case_rows(rows: &[EvalRow]) -> Vec<EvalRow> {
     // (model, norm, eps bits) -> its attack rows, in first-seen order.
     type ThreatModel = (String, String, u64);
     let mut groups: Vec<(ThreatModel, Vec<&EvalRow>)> = Vec::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.attack != "clean" && r.attack != "worst case")
-    {
+    for r in rows.iter().filter(|r| is_attack_row(r)) {
         let key = (r.model.clone(), r.norm.clone(), r.eps.to_bits());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(r),
@@ -370,7 +377,7 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     let (cfg, defenses) = (inputs.cfg, inputs.defenses);
     let batches = Batches::new(inputs, run);
     let models = inputs.classifiers.len() + defenses.len();
-    let work = batches.mine.len() * models * (1 + cfg.attacks.len());
+    let work = batches.mine.len() * (models * (1 + cfg.attacks.len()) + defenses.len());
     let bar = ProgressBar::new(work as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -458,6 +465,20 @@ fn clean_rows(batches: &Batches, units: &mut Units) -> Result<Vec<EvalRow>> {
             })?);
         }
         rows.push(row(d.name, RowKind::Defense, None, cfg.score_draws, counts));
+        // The same clean images through the transform alone: how much of the
+        // loss is the transform's and how much the purifier's.
+        let target = TransformOnlyTarget(d.defense);
+        let mut counts = Vec::new();
+        for &b in &batches.mine {
+            counts.extend(units.get(format!("{}|transform-only|{b}", d.name), || {
+                let (x, y) = batches.get(b);
+                let mut rng = seeded(mix(seed ^ stream::EVAL_TRANSFORM_ONLY, b as u64));
+                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
+            })?);
+        }
+        let mut r = row(d.name, RowKind::Defense, None, cfg.score_draws, counts);
+        r.attack = TRANSFORM_ONLY.into();
+        rows.push(r);
     }
     Ok(rows)
 }

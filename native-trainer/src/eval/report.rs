@@ -139,7 +139,7 @@ pub fn markdown(report: &Report) -> String {
             r.model,
             r.attack,
             r.norm,
-            if r.attack == "clean" {
+            if !crate::eval::is_attack_row(r) && r.attack != "worst case" {
                 "-".into()
             } else {
                 format!("{:.4}", r.eps)
@@ -176,6 +176,17 @@ pub fn markdown(report: &Report) -> String {
     }
     for w in &report.eval.warnings {
         let _ = writeln!(md, "* warning: {w}");
+    }
+    let training_warnings = report
+        .training
+        .as_ref()
+        .and_then(|t| t.get("warnings"))
+        .and_then(|w| w.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str());
+    for w in training_warnings {
+        let _ = writeln!(md, "* training warning: {w}");
     }
     md
 }

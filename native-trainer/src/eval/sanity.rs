@@ -79,7 +79,8 @@ pub fn row_warnings(rows: &[EvalRow]) -> Vec<String> {
                 r.model == square.model
                     && r.norm == square.norm
                     && r.eps == square.eps
-                    && !matches!(r.attack.as_str(), "square" | "clean" | "worst case")
+                    && r.attack != "square"
+                    && super::is_attack_row(r)
                     && r.mode != "classifier-only"
             })
             .map(|r| r.accuracy_every_draw)

@@ -28,4 +28,6 @@ pub use pgd::{PgdConfig, PgdRun, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use square::{SquareConfig, square};
 pub use stadv::{StadvConfig, flow_smoothness, stadv, stadv_flow_gradient, warp_by_flow};
-pub use target::{AttackTarget, ClassifierTarget, DefenseTarget, GradientMode};
+pub use target::{
+    AttackTarget, ClassifierTarget, DefenseTarget, GradientMode, TransformOnlyTarget,
+};

@@ -117,3 +117,18 @@ impl AttackTarget for DefenseTarget<'_> {
         self.mode != GradientMode::FixedRandomness
     }
 }
+
+/// The classifier behind the defense's transform with the purifier left
+/// out (a diagnostic: how much the transform alone costs).
+pub struct TransformOnlyTarget<'a>(pub &'a Defense);
+
+impl AttackTarget for TransformOnlyTarget<'_> {
+    fn logits(&self, x: Tensor<4>, rng: &mut AtopRng) -> Result<Tensor<2>> {
+        let draw = self.0.draw(rng, x.dims())?;
+        self.0.transform_only_with(x, &draw)
+    }
+
+    fn is_randomized(&self) -> bool {
+        true
+    }
+}

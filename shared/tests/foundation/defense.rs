@@ -144,3 +144,30 @@ fn defense_rejects_images_with_the_wrong_channel_count() {
         .to_string();
     assert!(err.contains("grid"), "{err}");
 }
+
+#[test]
+fn the_transform_only_target_classifies_the_raw_transform_output() {
+    use atop::attack::{AttackTarget, TransformOnlyTarget};
+    let d = device();
+    let x = images([4, 1, 28, 28], 3, &d);
+    // A transform that changes nothing leaves the classifier's own logits.
+    let identity = TransformConfig {
+        missing_rate: 0.0,
+        noise_sigma: 0.0,
+        ..rt_fmnist(TransformConfig::rt2())
+    };
+    let defense = fmnist_defense(identity, &d);
+    let raw = TransformOnlyTarget(&defense)
+        .logits(x.clone(), &mut seeded(1))
+        .unwrap();
+    let direct = defense.classify(x.clone()).unwrap();
+    assert!(max_abs_diff(&values2(raw), &values2(direct.clone())) < 1e-5);
+    // A real draw: the classifier of the draw's transformed image, no purifier.
+    let defense = fmnist_defense(rt_fmnist(TransformConfig::rt2()), &d);
+    let draw = defense.draw(&mut seeded(2), x.dims()).unwrap();
+    let expected = defense
+        .classify(draw.apply(x.clone()).unwrap().swap_remove(0).image)
+        .unwrap();
+    let got = defense.transform_only_with(x, &draw).unwrap();
+    assert!(max_abs_diff(&values2(got), &values2(expected)) < 1e-6);
+}
