@@ -89,6 +89,14 @@ pub struct OptimConfig {
     /// Stop an epoch after this many steps (0 = the whole epoch).
     #[serde(default)]
     pub max_steps_per_epoch: usize,
+    /// The GAN discriminator's learning rate as a multiple of `lr` (two
+    /// time-scale updates, Heusel et al.); 1 = the same rate.
+    #[serde(default = "unit")]
+    pub discriminator_lr_scale: f64,
+}
+
+fn unit() -> f64 {
+    1.0
 }
 
 fn default_betas() -> [f32; 2] {
@@ -432,6 +440,10 @@ impl RunConfig {
             }
             if !(o.lr.is_finite() && o.lr > 0.0) {
                 bail!("{name}.lr must be finite and > 0, got {}", o.lr);
+            }
+            let scale = o.discriminator_lr_scale;
+            if !(scale.is_finite() && scale > 0.0) {
+                bail!("{name}.discriminator_lr_scale must be finite and > 0, got {scale}");
             }
         }
         if !(self.finetune.attack_eps.is_finite() && self.finetune.attack_eps >= 0.0) {

@@ -26,6 +26,8 @@ pub struct PurifierTraining {
     pub discriminator: Option<Held<Discriminator>>,
     pub g_optim: ModuleOptimizer,
     pub d_optim: ModuleOptimizer,
+    /// The discriminator's learning rate over the generator's.
+    pub d_lr_scale: f64,
 }
 
 /// One training batch of the purifier: the transformed images and their
@@ -58,6 +60,7 @@ impl PurifierTraining {
             discriminator,
             g_optim: adam(cfg),
             d_optim: adam(cfg),
+            d_lr_scale: cfg.discriminator_lr_scale,
         }
     }
 
@@ -135,7 +138,7 @@ impl PurifierTraining {
             let d = discriminator_step(
                 disc,
                 &mut self.d_optim,
-                lr,
+                lr * self.d_lr_scale,
                 target.clone(),
                 out.image.clone(),
                 mask.clone(),
@@ -295,6 +298,7 @@ mod tests {
             lr: 1e-3,
             betas: [0.5, 0.999],
             max_steps_per_epoch: 0,
+            discriminator_lr_scale: 1.0,
         };
         PurifierTraining::new(p, with_d.then_some(d), &cfg)
     }
