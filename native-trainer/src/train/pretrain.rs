@@ -332,4 +332,55 @@ mod tests {
             }
         }
     }
+
+    /// Hinge losses of a discriminator trained alone for 80 steps to tell
+    /// dark images from a noisy copy.
+    fn discriminator_alone(output_activation: bool) -> Vec<f64> {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let disc = DiscriminatorConfig {
+            image_channels: 1,
+            cnum: 8,
+            layers: 6,
+            output_activation,
+        }
+        .init(&device)
+        .unwrap();
+        let mut disc = Held::new(disc);
+        let mut optim = adam(&OptimConfig {
+            epochs: 1,
+            batch_size: 8,
+            lr: 5e-4,
+            betas: [0.5, 0.999],
+            max_steps_per_epoch: 0,
+            discriminator_lr_scale: 1.0,
+        });
+        (0..80)
+            .map(|k| {
+                device.seed(200 + k);
+                let uniform = || {
+                    Tensor::<4>::random([8, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device)
+                };
+                let real = uniform().mul_scalar(0.2);
+                let fake = (real.clone() + uniform().mul_scalar(0.5)).clamp(0.0, 1.0);
+                let mask = Tensor::<4>::zeros([8, 1, 28, 28], &device);
+                discriminator_step(&mut disc, &mut optim, 5e-4, real, fake, mask)
+                    .unwrap()
+                    .loss
+            })
+            .collect()
+    }
+
+    /// DeepFillv2's LeakyReLU on the scores keeps fakes near 0 (reaching -1
+    /// takes a pre-activation of -5 through spectrally normalised layers),
+    /// so the hinge loss stalls at one half even on an easy task; linear
+    /// scores go below it.
+    #[test]
+    fn a_leaky_output_stalls_the_hinge_loss_and_linear_scores_do_not() {
+        let tail = |l: Vec<f64>| l[70..].iter().sum::<f64>() / 10.0;
+        let leaky = tail(discriminator_alone(true));
+        let linear = tail(discriminator_alone(false));
+        assert!((0.45..0.55).contains(&leaky), "leaky output: {leaky}");
+        assert!(linear < 0.4, "linear output: {linear}");
+    }
 }
