@@ -93,6 +93,10 @@ pub struct OptimConfig {
     /// time-scale updates, Heusel et al.); 1 = the same rate.
     #[serde(default = "unit")]
     pub discriminator_lr_scale: f64,
+    /// Weight of the generator's adversarial term -mean D(g(t(x))) against
+    /// the L1 terms (DeepFillv2: 1).
+    #[serde(default = "unit")]
+    pub gan_weight: f64,
 }
 
 fn unit() -> f64 {
@@ -444,6 +448,9 @@ impl RunConfig {
             let scale = o.discriminator_lr_scale;
             if !(scale.is_finite() && scale > 0.0) {
                 bail!("{name}.discriminator_lr_scale must be finite and > 0, got {scale}");
+            }
+            if !(o.gan_weight.is_finite() && o.gan_weight >= 0.0) {
+                bail!("{name}.gan_weight must be finite and >= 0, got {}", o.gan_weight);
             }
         }
         if !(self.finetune.attack_eps.is_finite() && self.finetune.attack_eps >= 0.0) {

@@ -28,6 +28,8 @@ pub struct PurifierTraining {
     pub d_optim: ModuleOptimizer,
     /// The discriminator's learning rate over the generator's.
     pub d_lr_scale: f64,
+    /// Weight of the generator's adversarial term.
+    pub gan_weight: f64,
 }
 
 /// One training batch of the purifier: the transformed images and their
@@ -61,6 +63,7 @@ impl PurifierTraining {
             g_optim: adam(cfg),
             d_optim: adam(cfg),
             d_lr_scale: cfg.discriminator_lr_scale,
+            gan_weight: cfg.gan_weight,
         }
     }
 
@@ -151,7 +154,12 @@ impl PurifierTraining {
             // the same parameter gradient as the term itself, and its norm
             // against the L1 term's says whether D still teaches G anything.
             let probe = out.image.clone().detach().require_grad();
-            let adv = disc.get().forward(probe.clone(), mask)?.mean().neg();
+            let adv = disc
+                .get()
+                .forward(probe.clone(), mask)?
+                .mean()
+                .neg()
+                .mul_scalar(self.gan_weight);
             let adv_grad = probe
                 .grad(&adv.clone().backward())
                 .ok_or_else(|| anyhow::anyhow!("no gradient reached the purified image"))?;
@@ -299,6 +307,7 @@ mod tests {
             betas: [0.5, 0.999],
             max_steps_per_epoch: 0,
             discriminator_lr_scale: 1.0,
+            gan_weight: 1.0,
         };
         PurifierTraining::new(p, with_d.then_some(d), &cfg)
     }
@@ -354,6 +363,7 @@ mod tests {
             betas: [0.5, 0.999],
             max_steps_per_epoch: 0,
             discriminator_lr_scale: 1.0,
+            gan_weight: 1.0,
         });
         (0..80)
             .map(|k| {
