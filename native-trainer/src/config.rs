@@ -450,7 +450,10 @@ impl RunConfig {
                 bail!("{name}.discriminator_lr_scale must be finite and > 0, got {scale}");
             }
             if !(o.gan_weight.is_finite() && o.gan_weight >= 0.0) {
-                bail!("{name}.gan_weight must be finite and >= 0, got {}", o.gan_weight);
+                bail!(
+                    "{name}.gan_weight must be finite and >= 0, got {}",
+                    o.gan_weight
+                );
             }
         }
         if !(self.finetune.attack_eps.is_finite() && self.finetune.attack_eps >= 0.0) {

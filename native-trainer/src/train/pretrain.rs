@@ -393,4 +393,82 @@ mod tests {
         assert!((0.45..0.55).contains(&leaky), "leaky output: {leaky}");
         assert!(linear < 0.4, "linear output: {linear}");
     }
+
+    /// The parity fixture's 256 Fashion-MNIST test images, `[256, 1, 28, 28]`
+    /// in [0, 1] (a safetensors file: header length, JSON header, u8 data).
+    fn fashion_mnist(device: &Device) -> Tensor<4> {
+        let bytes: &[u8] = include_bytes!("../../../shared/tests/golden/parity/images.safetensors");
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let span = &header["images"]["data_offsets"];
+        let (a, b) = (
+            span[0].as_u64().unwrap() as usize,
+            span[1].as_u64().unwrap() as usize,
+        );
+        let pixels: Vec<f32> = bytes[8 + len + a..8 + len + b]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect();
+        let n = pixels.len() / 784;
+        Tensor::from_data(
+            burn::tensor::TensorData::new(pixels, [n, 1, 28, 28]),
+            device,
+        )
+    }
+
+    /// The shipped Fashion-MNIST recipe (configs/fmnist.toml) pre-trains on
+    /// real images with its transform, and the discriminator still tells
+    /// real from purified after step 65, where it stalled with DeepFillv2's
+    /// adversarial weight of 1 (docs/results/discriminator-study.md;
+    /// `ATOP_TEST_SET=pretrain.gan_weight=1` runs that recipe, and the test
+    /// then fails: stalled in 26 of the 35 late steps).
+    #[test]
+    fn on_real_fashion_mnist_the_shipped_recipe_keeps_the_discriminator_alive() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/fmnist.toml"
+        ))
+        .unwrap();
+        let overrides: Vec<String> = std::env::var("ATOP_TEST_SET").into_iter().collect();
+        let cfg = crate::config::RunConfig::parse(&text, &overrides).unwrap();
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let images = fashion_mnist(&device);
+        let purifier = cfg.purifier.init(&device).unwrap();
+        let disc = cfg.discriminator_config().init(&device).unwrap();
+        let mut training = PurifierTraining::new(purifier, Some(disc), &cfg.pretrain);
+        let mut rng = atop::rng::seeded(5);
+        let batch = 8;
+        let mut health = Vec::new();
+        for step in 0..100 {
+            let start = (step * batch) % 256;
+            let x = images.clone().narrow(0, start, batch);
+            let t = first_pass(
+                cfg.transform
+                    .draw(&mut rng, x.dims())
+                    .unwrap()
+                    .apply(x.clone())
+                    .unwrap(),
+            );
+            let losses = training
+                .step(
+                    PurifierBatch {
+                        input: t.image,
+                        mask: t.mask,
+                        target: x,
+                    },
+                    cfg.pretrain.lr,
+                    GanTerm::Live,
+                )
+                .unwrap();
+            health.push((losses["d_gap"], losses["g_adv_ratio"]));
+        }
+        let late =
+            crate::train::gan_health::GanHealth::from_steps("pretrain", &health[65..]).unwrap();
+        assert!(
+            late.warnings().is_empty(),
+            "{:?} ({late:?})",
+            late.warnings()
+        );
+    }
 }
