@@ -150,6 +150,12 @@ pub struct ClassifierTrainingConfig {
     pub attack_steps: usize,
     #[serde(default = "fmnist_step_size")]
     pub attack_step_size: f64,
+    /// Train (and select) on the [transform]'s outputs instead of clean
+    /// images: the classifier then goes into an artifact with the identity
+    /// purifier and the transform, and `atop eval` of it measures how much
+    /// of the image the transform leaves (docs/method.md section 6).
+    #[serde(default)]
+    pub transform_inputs: bool,
 }
 
 fn six() -> f64 {
@@ -471,6 +477,11 @@ impl RunConfig {
             if !(value.is_finite() && value >= 0.0) {
                 bail!("train_classifier.{key} must be finite and >= 0, got {value}");
             }
+        }
+        if tc.adversarial != AdversarialTraining::None && tc.transform_inputs {
+            bail!(
+                "train_classifier.transform_inputs and adversarial training do not combine: pick one"
+            );
         }
         if tc.adversarial != AdversarialTraining::None && tc.attack_steps == 0 {
             bail!("train_classifier.attack_steps must be at least 1 for adversarial training");

@@ -576,6 +576,48 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
         md.contains("accuracy (mean over draws)") && md.contains(&trades_file),
         "{md}"
     );
+    // A classifier trained on the transform's outputs comes with the
+    // identity purifier and the transform, so eval scores it through them.
+    let (ok, err) = run(&[
+        "train-classifier",
+        "--config",
+        cfg,
+        "--out",
+        &dir("on-rt"),
+        "--set",
+        "train_classifier.transform_inputs=true",
+    ]);
+    assert!(ok, "{err}");
+    let on_rt_file = format!("{}/classifier.safetensors", dir("on-rt"));
+    let on_rt = read_artifact(Path::new(&on_rt_file));
+    assert_eq!(
+        serde_json::to_value(&on_rt.manifest.purifier).unwrap()["kind"],
+        "identity"
+    );
+    assert_eq!(
+        on_rt.manifest.transform.as_ref().unwrap().missing_rate,
+        0.25
+    );
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        &dir("eval-on-rt"),
+        "--artifact",
+        &on_rt_file,
+    ]);
+    assert!(ok, "{err}");
+    let report = read_report(&f.dir.join("eval-on-rt"));
+    let rows = report["eval"]["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["model"] == "defense" && r["attack"] == "clean")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["model"] == "defense" && r["attack"] == "clean, transform only")
+    );
     // An artifact given twice is refused.
     let twice = f.dir.join("twice");
     let (ok, err) = run(&[

@@ -13,11 +13,15 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
 use super::adversarial::{TrainingAttack, frozen_copy};
-use super::blocks::{Held, accuracy, adam, cross_entropy, scalar};
+use super::blocks::{Held, accuracy, adam, correct, cross_entropy, first_pass, scalar};
+use super::pretrain::to_purify_size;
 use crate::config::{ClassifierTrainingConfig, OptimConfig};
 use crate::data::{Augment, Dataset};
 use crate::train::Stage;
 use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use atop::defense::resize;
+use atop::transform::TransformConfig;
+use burn::tensor::Tensor;
 
 pub struct ClassifierStage<'a> {
     pub model: Held<Classifier>,
@@ -25,6 +29,9 @@ pub struct ClassifierStage<'a> {
     pub cfg: OptimConfig,
     /// `None`: standard training.
     pub attack: Option<TrainingAttack>,
+    /// Train on these transform outputs (with this purify size) instead of
+    /// clean images.
+    pub input_transform: Option<(TransformConfig, usize)>,
     pub train: &'a Dataset,
     pub val: &'a Dataset,
     pub augment: Augment,
@@ -45,6 +52,7 @@ impl<'a> ClassifierStage<'a> {
             model: Held::new(model),
             cfg: cfg.optim.clone(),
             attack: TrainingAttack::from_config(cfg),
+            input_transform: None,
             train,
             val,
             augment,
@@ -58,6 +66,20 @@ impl<'a> ClassifierStage<'a> {
 
     fn model(&self) -> &Classifier {
         self.model.get()
+    }
+}
+
+impl ClassifierStage<'_> {
+    /// The batch through the input transform (its first pass, as purifier
+    /// training uses), or unchanged.
+    fn transformed(&self, x: Tensor<4>, rng: &mut AtopRng) -> Result<Tensor<4>> {
+        let Some((transform, size)) = &self.input_transform else {
+            return Ok(x);
+        };
+        let [_, _, h, w] = x.dims();
+        let x = to_purify_size(x, *size);
+        let t = first_pass(transform.draw(rng, x.dims())?.apply(x)?);
+        Ok(resize(t.image, [0, 0, h, w]))
     }
 }
 
@@ -75,6 +97,7 @@ impl Stage for ClassifierStage<'_> {
         let (x, y) = self
             .train
             .batch(batch, Some((&self.augment, rng)), &self.device);
+        let x = self.transformed(x, rng)?;
         let loss = match &self.attack {
             None => cross_entropy(self.model().forward(x)?, &y),
             Some(attack) => {
@@ -96,12 +119,20 @@ impl Stage for ClassifierStage<'_> {
             return attack.robust_accuracy(&frozen, self.val, 256, &self.device, rng);
         }
         let model = self.model().valid();
-        accuracy(
-            &model,
-            self.val,
-            256,
-            &self.device.clone().without_autodiff(),
-        )
+        let device = self.device.clone().without_autodiff();
+        match &self.input_transform {
+            None => accuracy(&model, self.val, 256, &device),
+            Some(_) => {
+                let mut right = 0;
+                let indices: Vec<usize> = (0..self.val.len()).collect();
+                for chunk in indices.chunks(256) {
+                    let (x, y) = self.val.batch(chunk, None, &device);
+                    let x = self.transformed(x, rng)?;
+                    right += correct(model.forward(x)?.detach(), &y)?;
+                }
+                Ok(right as f64 / self.val.len().max(1) as f64)
+            }
+        }
     }
 
     fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
 
-use atop::model::{Classifier, ClassifierConfig, Purifier, PurifierConfig};
+use atop::model::{
+    Classifier, ClassifierConfig, IdentityConfig, IdentityPurifier, Purifier, PurifierConfig,
+};
 use atop::rng::stream;
 
 use burn::module::Module;
@@ -167,6 +169,9 @@ pub fn train_classifier(
         cfg.data.augment.clone(),
         train_device,
     );
+    if cfg.train_classifier.transform_inputs {
+        stage.input_transform = Some((cfg.transform.clone(), cfg.data.purify_size));
+    }
     let outcome = run_stage(
         &mut stage,
         &schedule(
@@ -200,7 +205,19 @@ pub fn train_classifier(
             }),
         });
     }
-    let artifact = Artifact::new(m, Some(&model.valid()), None, None)?;
+    // A classifier of transform outputs goes with the identity purifier and
+    // its transform, so that `atop eval` scores it on them.
+    let identity = cfg.train_classifier.transform_inputs.then(|| {
+        m.purifier = Some(PurifierConfig::Identity(IdentityConfig {
+            image_channels: cfg.classifier.image_channels(),
+        }));
+        m.transform = Some(cfg.transform.clone());
+        m.purify_size = cfg.data.purify_size;
+        Purifier::Identity(IdentityPurifier {
+            image_channels: cfg.classifier.image_channels(),
+        })
+    });
+    let artifact = Artifact::new(m, Some(&model.valid()), identity.as_ref(), None)?;
     let path = out.join("classifier.safetensors");
     write_artifact(&path, &artifact)?;
     Ok(StageResult {
@@ -211,6 +228,17 @@ pub fn train_classifier(
     })
 }
 
+/// The identity purifier has nothing to train.
+fn refuse_identity(purifier: &PurifierConfig, stage: &str) -> Result<()> {
+    if matches!(purifier, PurifierConfig::Identity(_)) {
+        anyhow::bail!(
+            "{stage}: purifier.kind = \"identity\" has no weights to train (it is for \
+             train_classifier.transform_inputs)"
+        );
+    }
+    Ok(())
+}
+
 /// Pre-trains the purifier; writes `out/purifier-pretrained.safetensors`.
 pub fn pretrain(
     cfg: &RunConfig,
@@ -219,6 +247,7 @@ pub fn pretrain(
     out: &Path,
     resume: bool,
 ) -> Result<StageResult<Purifier>> {
+    refuse_identity(&cfg.purifier, "pretrain")?;
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.run.seed ^ stream::PRETRAIN);
     let purifier = cfg.purifier.init(&train_device)?;
@@ -292,6 +321,7 @@ pub fn finetune(
         purifier_config,
         id,
     } = inputs;
+    refuse_identity(&purifier_config, "finetune")?;
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.run.seed ^ stream::FINETUNE);
     let classifier = classifier.fork(&train_device).freeze();
@@ -342,4 +372,21 @@ pub fn finetune(
         validation: outcome.best_score,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_purifier_is_not_trained() {
+        let identity = PurifierConfig::Identity(IdentityConfig { image_channels: 1 });
+        let e = refuse_identity(&identity, "pretrain")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("pretrain:") && e.contains("no weights"),
+            "{e}"
+        );
+    }
 }

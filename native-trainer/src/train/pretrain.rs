@@ -55,7 +55,7 @@ impl PurifierTraining {
     ) -> Self {
         let discriminator = match purifier {
             Purifier::Gan(_) => discriminator.map(Held::new),
-            Purifier::Ae(_) => None,
+            Purifier::Ae(_) | Purifier::Identity(_) => None,
         };
         Self {
             purifier: Held::new(purifier),

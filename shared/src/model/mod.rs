@@ -15,7 +15,7 @@ pub use contextual_attention::{ContextualAttentionConfig, contextual_attention};
 pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use gated_conv::{GateActivation, GatedConv2d};
 pub use inpainter::{InpaintGenerator, InpainterConfig, InpainterOutput};
-pub use purifier::{Purified, Purifier, PurifierConfig};
+pub use purifier::{IdentityConfig, IdentityPurifier, Purified, Purifier, PurifierConfig};
 
 /// Refuses a model size past `max`. Configurations come from artifacts
 /// and files as well as from code, and a hostile width must be an error,

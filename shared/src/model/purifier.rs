@@ -17,6 +17,23 @@ pub enum PurifierConfig {
     Gan(InpainterConfig),
     /// AE-based: the conv U-Net autoencoder.
     Ae(AutoencoderConfig),
+    /// No purification: the transformed image goes to the classifier as it
+    /// is. With a classifier trained on transform outputs it measures how
+    /// much the transform itself leaves of the image's information.
+    Identity(IdentityConfig),
+}
+
+/// The identity purifier's configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub image_channels: usize,
+}
+
+/// The identity purifier: no weights.
+#[derive(Module, Debug)]
+pub struct IdentityPurifier {
+    pub image_channels: usize,
 }
 
 impl PurifierConfig {
@@ -24,6 +41,7 @@ impl PurifierConfig {
         match self {
             PurifierConfig::Gan(c) => c.image_channels,
             PurifierConfig::Ae(c) => c.image_channels,
+            PurifierConfig::Identity(c) => c.image_channels,
         }
     }
 
@@ -31,6 +49,9 @@ impl PurifierConfig {
         Ok(match self {
             PurifierConfig::Gan(c) => Purifier::Gan(c.init(device)?),
             PurifierConfig::Ae(c) => Purifier::Ae(c.init(device)?),
+            PurifierConfig::Identity(c) => Purifier::Identity(IdentityPurifier {
+                image_channels: c.image_channels,
+            }),
         })
     }
 }
@@ -42,6 +63,7 @@ impl PurifierConfig {
 pub enum Purifier {
     Gan(InpaintGenerator),
     Ae(ConvAutoencoder),
+    Identity(IdentityPurifier),
 }
 
 /// What a purifier returns, in [0,1] over the whole frame.
@@ -67,6 +89,10 @@ impl Purifier {
             }
             Purifier::Ae(ae) => Ok(Purified {
                 image: ae.forward(image, mask)?,
+                coarse: None,
+            }),
+            Purifier::Identity(_) => Ok(Purified {
+                image,
                 coarse: None,
             }),
         }
