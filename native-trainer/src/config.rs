@@ -309,6 +309,17 @@ fn nine() -> usize {
     9
 }
 
+/// The data an evaluation draws its subset from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalSplit {
+    #[default]
+    Test,
+    /// The validation split carved from the training data (`data.validation_fraction`,
+    /// `data.validation_limit`).
+    Validation,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
@@ -316,6 +327,11 @@ pub struct EvalConfig {
     /// row of the report carries it.
     #[serde(default)]
     pub protocol: String,
+    /// Which data the subset is drawn from: the test set, or (for recipe
+    /// studies, which must never select on test data) the validation split
+    /// carved from the training set.
+    #[serde(default)]
+    pub split: EvalSplit,
     /// Test points evaluated (a seeded subset of the test set; 512 when not given).
     #[serde(default = "five_hundred_twelve")]
     pub subset: usize,

@@ -618,6 +618,26 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
         rows.iter()
             .any(|r| r["model"] == "defense" && r["attack"] == "clean, transform only")
     );
+    // A study evaluates on the validation split, and the report says so.
+    let (ok, err) = run(&[
+        "eval",
+        "--config",
+        cfg,
+        "--out",
+        &dir("eval-validation"),
+        "--artifact",
+        &pgd_file,
+        "--set",
+        "eval.split=validation",
+    ]);
+    assert!(ok, "{err}");
+    let report = read_report(&f.dir.join("eval-validation"));
+    assert!(
+        report["dataset"].as_str().unwrap().contains("VALIDATION"),
+        "{}",
+        report["dataset"]
+    );
+    assert_eq!(report["eval"]["indices"].as_array().unwrap().len(), 8);
     // An artifact given twice is refused.
     let twice = f.dir.join("twice");
     let (ok, err) = run(&[

@@ -374,7 +374,7 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
                 .map(|(_, _, r)| r.clone())
                 .collect(),
             defenses,
-            dataset: data.test.name.clone(),
+            dataset: crate::eval::report::dataset_label(&data.test.name, cfg.eval.split),
             command: req.command_line.into(),
             elapsed_seconds: start.elapsed().as_secs_f64(),
             eval: &report,

@@ -87,7 +87,7 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
                 training: "standard training".into(),
             }],
             defenses,
-            dataset: data.test.name.clone(),
+            dataset: crate::eval::report::dataset_label(&data.test.name, cfg.eval.split),
             command: command_line.into(),
             elapsed_seconds: start.elapsed().as_secs_f64(),
             eval: &eval,

@@ -76,6 +76,17 @@ pub fn read(path: &Path) -> Result<StoredReport> {
     Ok(report)
 }
 
+/// The dataset line of a report: the test set, or the validation split
+/// said as such (a study's figures are not test figures).
+pub fn dataset_label(name: &str, split: crate::config::EvalSplit) -> String {
+    match split {
+        crate::config::EvalSplit::Test => name.to_string(),
+        crate::config::EvalSplit::Validation => {
+            format!("{name}, VALIDATION split carved from the training data (not the test set)")
+        }
+    }
+}
+
 /// What the report says of each evaluated defense.
 pub fn records(inputs: &[crate::eval::run::DefenseInput]) -> Vec<DefenseRecord> {
     inputs
@@ -121,7 +132,7 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "* test subset: {} points, seed {} (indices in report.json)",
+        "* subset: {} points, seed {} (indices in report.json)",
         report.eval.indices.len(),
         report.eval.subset_seed
     );

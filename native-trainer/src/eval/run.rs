@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use super::{EvalDefense, EvalInputs, EvalReport, EvalRun, evaluate, subset_indices};
-use crate::config::RunConfig;
+use crate::config::{EvalSplit, RunConfig};
 use crate::train::pipeline::RunData;
 
 /// A defense to evaluate: the purifier with the transform and purify size
@@ -64,11 +64,15 @@ pub fn run_eval(
             classifier: d.classifier,
         })
         .collect();
-    let indices = subset_indices(data.test.len(), cfg.eval.subset, cfg.eval.subset_seed);
+    let points = match cfg.eval.split {
+        EvalSplit::Test => &data.test,
+        EvalSplit::Validation => &data.val,
+    };
+    let indices = subset_indices(points.len(), cfg.eval.subset, cfg.eval.subset_seed);
     let inputs = EvalInputs {
         classifiers: &named,
         defenses: &refs,
-        test: &data.test,
+        test: points,
         indices: &indices,
         cfg: &cfg.eval,
         seed: cfg.run.seed ^ stream::EVALUATION,
