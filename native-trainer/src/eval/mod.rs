@@ -131,7 +131,13 @@ fn row(
                 a.queries
             }
         }),
-        eot: attack.map_or(0, |a| if a.attack.uses_gradients() { a.eot } else { 0 }),
+        // A bare classifier is deterministic: its attacks take one gradient
+        // sample whatever the protocol's EOT (AttackTarget::is_randomized).
+        eot: attack.map_or(0, |a| match (a.attack.uses_gradients(), kind) {
+            (false, _) => 0,
+            (true, RowKind::Classifier) => 1,
+            (true, RowKind::Defense) => a.eot,
+        }),
         restarts: attack.map_or(0, |a| a.restarts),
         mode: attack.map_or("-".into(), |a| {
             if a.attack.uses_gradients() {
