@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use atop::attack::{
-    ClassifierTarget, DefenseTarget, GradientMode, TransformOnlyTarget, score_randomized,
+    AttackTarget, ClassifierTarget, DefenseTarget, GradientMode, TransformOnlyTarget,
+    score_randomized,
 };
 use atop::defense::Defense;
 use atop::model::Classifier;
@@ -443,50 +444,61 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     })
 }
 
-/// Clean accuracy of each classifier and each defense.
+/// Clean accuracy of each classifier and each defense, and of each
+/// defense's transform alone.
 fn clean_rows(batches: &Batches, units: &mut Units) -> Result<Vec<EvalRow>> {
     let i = batches.inputs;
-    let (cfg, seed) = (i.cfg, i.seed);
+    let draws = i.cfg.score_draws;
     let mut rows = Vec::new();
     for (name, classifier) in i.classifiers {
-        let target = ClassifierTarget(classifier);
-        let mut counts = Vec::new();
-        for &b in &batches.mine {
-            counts.extend(units.get(format!("{name}|clean|{b}"), || {
-                let (x, y) = batches.get(b);
-                let mut rng = seeded(mix(seed, b as u64));
-                Ok(score_randomized(&target, x, &y, 1, &mut rng)?.correct_counts)
-            })?);
-        }
+        let unit = format!("{name}|clean");
+        let counts = clean_counts(batches, units, &ClassifierTarget(classifier), &unit, 0, 1)?;
         rows.push(row(name, RowKind::Classifier, None, 1, counts));
     }
     for d in i.defenses {
         let target = DefenseTarget::new(d.defense, GradientMode::Full);
-        let mut counts = Vec::new();
-        for &b in &batches.mine {
-            counts.extend(units.get(format!("{}|clean|{b}", d.name), || {
-                let (x, y) = batches.get(b);
-                let mut rng = seeded(mix(seed ^ stream::EVAL_CLEAN, b as u64));
-                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
-            })?);
-        }
-        rows.push(row(d.name, RowKind::Defense, None, cfg.score_draws, counts));
+        let unit = format!("{}|clean", d.name);
+        let counts = clean_counts(batches, units, &target, &unit, stream::EVAL_CLEAN, draws)?;
+        rows.push(row(d.name, RowKind::Defense, None, draws, counts));
         // The same clean images through the transform alone: how much of the
         // loss is the transform's and how much the purifier's.
         let target = TransformOnlyTarget(d.defense);
-        let mut counts = Vec::new();
-        for &b in &batches.mine {
-            counts.extend(units.get(format!("{}|transform-only|{b}", d.name), || {
-                let (x, y) = batches.get(b);
-                let mut rng = seeded(mix(seed ^ stream::EVAL_TRANSFORM_ONLY, b as u64));
-                Ok(score_randomized(&target, x, &y, cfg.score_draws, &mut rng)?.correct_counts)
-            })?);
-        }
-        let mut r = row(d.name, RowKind::Defense, None, cfg.score_draws, counts);
+        let unit = format!("{}|transform-only", d.name);
+        let counts = clean_counts(
+            batches,
+            units,
+            &target,
+            &unit,
+            stream::EVAL_TRANSFORM_ONLY,
+            draws,
+        )?;
+        let mut r = row(d.name, RowKind::Defense, None, draws, counts);
         r.attack = TRANSFORM_ONLY.into();
         rows.push(r);
     }
     Ok(rows)
+}
+
+/// Per point of this run's batches, in how many of `draws` draws `target`
+/// classifies the clean image right; the units are "`unit`|b", each seeded
+/// by `salt` and its batch b.
+fn clean_counts(
+    batches: &Batches,
+    units: &mut Units,
+    target: &dyn AttackTarget,
+    unit: &str,
+    salt: u64,
+    draws: usize,
+) -> Result<Vec<usize>> {
+    let mut counts = Vec::new();
+    for &b in &batches.mine {
+        counts.extend(units.get(format!("{unit}|{b}"), || {
+            let (x, y) = batches.get(b);
+            let mut rng = seeded(mix(batches.inputs.seed ^ salt, b as u64));
+            Ok(score_randomized(target, x, &y, draws, &mut rng)?.correct_counts)
+        })?);
+    }
+    Ok(counts)
 }
 
 /// Attack `a` on each classifier, then on each defense in its gradient
