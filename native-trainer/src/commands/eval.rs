@@ -34,14 +34,13 @@ pub struct EvalRequest<'a> {
 
 /// The defense an artifact holds, with its transform, or the override.
 fn defense_input<'p>(
-    name: &str,
-    path: &Path,
-    artifact: &atop::artifact::Artifact,
-    purifier: &'p atop::model::Purifier,
+    subject: &'p PurifierSubject,
+    loaded: &Loaded,
     cfg: &RunConfig,
     override_transform: bool,
 ) -> Result<DefenseInput<'p>> {
-    let m = &artifact.manifest;
+    let (name, path, purifier) = (&subject.name, &loaded.path, &subject.purifier);
+    let m = &loaded.artifact.manifest;
     let identity = format!(
         "artifact {} (defense sha256 {})",
         path.display(),
@@ -49,9 +48,9 @@ fn defense_input<'p>(
     );
     if override_transform {
         return Ok(DefenseInput {
-            name: name.into(),
+            name: name.clone(),
             purifier,
-            classifier: 0,
+            classifier: subject.classifier,
             transform: cfg.transform.clone(),
             purify_size: cfg.data.purify_size,
             source: format!(
@@ -67,9 +66,9 @@ fn defense_input<'p>(
         )
     })?;
     Ok(DefenseInput {
-        name: name.into(),
+        name: name.clone(),
         purifier,
-        classifier: 0,
+        classifier: subject.classifier,
         transform,
         purify_size: m.purify_size,
         source: identity,
@@ -156,7 +155,8 @@ struct PurifierSubject {
 /// each purifier, in front of its artifact's classifier or, when the
 /// artifact holds none, the first one given.
 struct Subjects {
-    classifiers: Vec<(String, Classifier, report::ClassifierRecord)>,
+    /// Each with its record, whose `name` names its rows.
+    classifiers: Vec<(Classifier, report::ClassifierRecord)>,
     purifiers: Vec<PurifierSubject>,
 }
 
@@ -183,7 +183,7 @@ impl Subjects {
             };
             owners.push(Some(classifiers.len()));
             hashes.push(hash);
-            classifiers.push((l.label.clone(), model, record));
+            classifiers.push((model, record));
         }
         if classifiers.is_empty() {
             bail!(
@@ -205,13 +205,12 @@ impl Subjects {
         }
         // One classifier and at most one defense keep the short names.
         let single = classifiers.len() == 1 && purifiers.len() <= 1;
-        for (name, _, record) in &mut classifiers {
-            *name = if single {
-                "classifier".into()
+        for (_, record) in &mut classifiers {
+            if single {
+                record.name = "classifier".into();
             } else {
-                format!("classifier: {name}")
-            };
-            record.name = name.clone();
+                record.name = format!("classifier: {}", record.name);
+            }
         }
         for p in &mut purifiers {
             p.name = if single {
@@ -329,28 +328,20 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
     let mut inputs = Vec::new();
     for p in &subjects.purifiers {
         let l = &loaded[p.artifact];
-        let mut input = defense_input(
-            &p.name,
-            &l.path,
-            &l.artifact,
-            &p.purifier,
-            &cfg,
-            req.override_transform,
-        )?;
-        input.classifier = p.classifier;
+        let mut input = defense_input(p, l, &cfg, req.override_transform)?;
         if l.artifact.manifest.classifier.is_none() {
             input.source = format!(
                 "{}; in front of {} (the artifact holds no classifier)",
-                input.source, subjects.classifiers[p.classifier].0
+                input.source, subjects.classifiers[p.classifier].1.name
             );
         }
         inputs.push(input);
     }
     let defenses = report::records(&inputs);
-    let classifiers: Vec<(String, &atop::model::Classifier)> = subjects
+    let classifiers: Vec<(String, &Classifier)> = subjects
         .classifiers
         .iter()
-        .map(|(n, c, _)| (n.clone(), c))
+        .map(|(c, r)| (r.name.clone(), c))
         .collect();
     let run = EvalRun {
         state_path: Some(state_path(req.out, req.shard)),
@@ -371,7 +362,7 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
             classifiers: subjects
                 .classifiers
                 .iter()
-                .map(|(_, _, r)| r.clone())
+                .map(|(_, r)| r.clone())
                 .collect(),
             defenses,
             dataset: crate::eval::report::dataset_label(&data.test.name, cfg.eval.split),
