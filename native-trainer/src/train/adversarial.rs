@@ -5,14 +5,14 @@
 //! stage's seeded generator.
 
 use anyhow::Result;
-use atop::attack::{ClassifierTarget, Norm, PgdConfig, pgd};
+use atop::attack::{ClassifierTarget, Norm, PgdConfig, pgd, project};
 use atop::model::Classifier;
 use atop::rng::{AtopRng, fill_standard_normal};
 use burn::module::Module;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::blocks::{correct, cross_entropy};
+use super::blocks::{accuracy_of, cross_entropy};
 use crate::config::{AdversarialTraining, ClassifierTrainingConfig};
 use crate::data::Dataset;
 
@@ -104,7 +104,7 @@ impl TrainingAttack {
                 .grad(&kl.backward())
                 .ok_or_else(|| anyhow::anyhow!("TRADES: no gradient reached the input"))?;
             let stepped = x_adv + grad.sign().mul_scalar(self.step_size);
-            x_adv = (x.clone() + (stepped - x.clone()).clamp(-self.eps, self.eps)).clamp(0.0, 1.0);
+            x_adv = project(stepped, &x, Norm::Linf, self.eps);
         }
         Ok(x_adv.detach())
     }
@@ -141,14 +141,9 @@ impl TrainingAttack {
         device: &Device,
         rng: &mut AtopRng,
     ) -> Result<f64> {
-        let mut right = 0;
-        let indices: Vec<usize> = (0..data.len()).collect();
-        for chunk in indices.chunks(batch.max(1)) {
-            let (x, y) = data.batch(chunk, None, device);
-            let x_adv = self.perturb(model, x, &y, rng)?;
-            right += correct(model.forward(x_adv)?.detach(), &y)?;
-        }
-        Ok(right as f64 / data.len().max(1) as f64)
+        accuracy_of(data, batch, device, |x, y| {
+            Ok(model.forward(self.perturb(model, x, y, rng)?)?)
+        })
     }
 }
 

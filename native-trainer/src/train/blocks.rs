@@ -29,7 +29,7 @@ macro_rules! purifier_stage_persistence {
 }
 pub(crate) use purifier_stage_persistence;
 
-use atop::model::{Classifier, Discriminator};
+use atop::model::Discriminator;
 use atop::transform::TransformedImage;
 use burn::optim::AdamConfig;
 use burn::tensor::activation::relu;
@@ -80,18 +80,19 @@ pub fn discriminator_loss(d_real: Tensor<2>, d_fake: Tensor<2>) -> Tensor<1> {
     (real + fake).mul_scalar(0.5)
 }
 
-/// Classifier accuracy on a dataset (no gradients).
-pub fn accuracy(
-    classifier: &Classifier,
+/// The fraction of `data` (in batches, no augmentation) whose label is the
+/// argmax of `logits(images, labels)`: plain, transformed or attacked inputs.
+pub fn accuracy_of(
     data: &Dataset,
     batch: usize,
     device: &Device,
+    mut logits: impl FnMut(Tensor<4>, &[i64]) -> anyhow::Result<Tensor<2>>,
 ) -> anyhow::Result<f64> {
     let mut right = 0;
     let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(batch) {
+    for chunk in indices.chunks(batch.max(1)) {
         let (x, y) = data.batch(chunk, None, device);
-        right += correct(classifier.forward(x)?.detach(), &y)?;
+        right += correct(logits(x, &y)?.detach(), &y)?;
     }
     Ok(right as f64 / data.len().max(1) as f64)
 }

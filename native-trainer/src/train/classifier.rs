@@ -13,7 +13,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 
 use super::adversarial::{TrainingAttack, frozen_copy};
-use super::blocks::{Held, accuracy, adam, correct, cross_entropy, first_pass, scalar};
+use super::blocks::{Held, accuracy_of, adam, cross_entropy, first_pass, scalar};
 use super::pretrain::to_purify_size;
 use crate::config::{ClassifierTrainingConfig, OptimConfig};
 use crate::data::{Augment, Dataset};
@@ -120,19 +120,9 @@ impl Stage for ClassifierStage<'_> {
         }
         let model = self.model().valid();
         let device = self.device.clone().without_autodiff();
-        match &self.input_transform {
-            None => accuracy(&model, self.val, 256, &device),
-            Some(_) => {
-                let mut right = 0;
-                let indices: Vec<usize> = (0..self.val.len()).collect();
-                for chunk in indices.chunks(256) {
-                    let (x, y) = self.val.batch(chunk, None, &device);
-                    let x = self.transformed(x, rng)?;
-                    right += correct(model.forward(x)?.detach(), &y)?;
-                }
-                Ok(right as f64 / self.val.len().max(1) as f64)
-            }
-        }
+        accuracy_of(self.val, 256, &device, |x, _| {
+            Ok(model.forward(self.transformed(x, rng)?)?)
+        })
     }
 
     fn save(&self) -> Result<BTreeMap<String, Vec<u8>>> {

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
 
-use atop::model::{
-    Classifier, ClassifierConfig, IdentityConfig, IdentityPurifier, Purifier, PurifierConfig,
-};
+use atop::model::{Classifier, ClassifierConfig, IdentityConfig, Purifier, PurifierConfig};
 use atop::rng::stream;
 
 use burn::module::Module;
@@ -207,16 +205,19 @@ pub fn train_classifier(
     }
     // A classifier of transform outputs goes with the identity purifier and
     // its transform, so that `atop eval` scores it on them.
-    let identity = cfg.train_classifier.transform_inputs.then(|| {
-        m.purifier = Some(PurifierConfig::Identity(IdentityConfig {
-            image_channels: cfg.classifier.image_channels(),
-        }));
-        m.transform = Some(cfg.transform.clone());
-        m.purify_size = cfg.data.purify_size;
-        Purifier::Identity(IdentityPurifier {
-            image_channels: cfg.classifier.image_channels(),
-        })
-    });
+    let identity = match cfg.train_classifier.transform_inputs {
+        false => None,
+        true => {
+            let config = PurifierConfig::Identity(IdentityConfig {
+                image_channels: cfg.classifier.image_channels(),
+            });
+            let purifier = config.init(device)?;
+            m.purifier = Some(config);
+            m.transform = Some(cfg.transform.clone());
+            m.purify_size = cfg.data.purify_size;
+            Some(purifier)
+        }
+    };
     let artifact = Artifact::new(m, Some(&model.valid()), identity.as_ref(), None)?;
     let path = out.join("classifier.safetensors");
     write_artifact(&path, &artifact)?;

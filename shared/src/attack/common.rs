@@ -73,7 +73,7 @@ pub(crate) fn per_sample_norm(t: Tensor<4>) -> Tensor<4> {
 }
 
 /// Projects `x_adv` onto the eps-ball around `x` and then the [0,1] box.
-pub(crate) fn project(x_adv: Tensor<4>, x: &Tensor<4>, norm: Norm, eps: f64) -> Tensor<4> {
+pub fn project(x_adv: Tensor<4>, x: &Tensor<4>, norm: Norm, eps: f64) -> Tensor<4> {
     let delta = x_adv - x.clone();
     let delta = match norm {
         Norm::Linf => delta.clamp(-eps, eps),

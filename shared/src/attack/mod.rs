@@ -21,7 +21,7 @@ pub use apgd::{ApgdConfig, ApgdLoss, ApgdRun, apgd, apgd_targeted};
 pub use autoattack::{
     AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
 };
-pub use common::{AttackLoss, Norm, gradient_health, per_sample_loss};
+pub use common::{AttackLoss, Norm, gradient_health, per_sample_loss, project};
 pub use cw::{CwConfig, carlini_wagner_l2};
 pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
 pub use pgd::{PgdConfig, PgdRun, fgsm, pgd};
