@@ -456,6 +456,15 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
     let f = fixture("adversarial");
     let cfg = f.config.to_str().unwrap();
     let dir = |name: &str| f.dir.join(name).display().to_string();
+    // `atop eval --out DIR ARGS...`, which must succeed, and its report.json.
+    let eval_report = |out: &str, args: &[&str]| {
+        let out = dir(out);
+        let mut all = vec!["eval", "--config", cfg, "--out", &out];
+        all.extend(args);
+        let (ok, err) = run(&all);
+        assert!(ok, "{err}");
+        read_report(Path::new(&out))
+    };
     let train = |out: &str, method: &str| {
         let set = format!("train_classifier.adversarial={method}");
         let (ok, err) = run(&[
@@ -502,17 +511,7 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
 
     // A classifier-only artifact is evaluated alone: bare classifier rows.
     let pgd_file = format!("{}/classifier.safetensors", dir("pgd"));
-    let (ok, err) = run(&[
-        "eval",
-        "--config",
-        cfg,
-        "--out",
-        &dir("eval-pgd"),
-        "--artifact",
-        &pgd_file,
-    ]);
-    assert!(ok, "{err}");
-    let report = read_report(&f.dir.join("eval-pgd"));
+    let report = eval_report("eval-pgd", &["--artifact", &pgd_file]);
     let rows = report["eval"]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "clean, two attacks, worst case");
     assert!(
@@ -529,21 +528,17 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
     // Several artifacts side by side, each named by its file.
     let standard_file = format!("{}/classifier.safetensors", dir("standard"));
     let trades_file = format!("{}/classifier.safetensors", dir("trades"));
-    let (ok, err) = run(&[
-        "eval",
-        "--config",
-        cfg,
-        "--out",
-        &dir("eval-all"),
-        "--artifact",
-        &standard_file,
-        "--artifact",
-        &pgd_file,
-        "--artifact",
-        &trades_file,
-    ]);
-    assert!(ok, "{err}");
-    let report = read_report(&f.dir.join("eval-all"));
+    let report = eval_report(
+        "eval-all",
+        &[
+            "--artifact",
+            &standard_file,
+            "--artifact",
+            &pgd_file,
+            "--artifact",
+            &trades_file,
+        ],
+    );
     let rows = report["eval"]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 12);
     let names: std::collections::BTreeSet<&str> =
@@ -598,17 +593,7 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
         on_rt.manifest.transform.as_ref().unwrap().missing_rate,
         0.25
     );
-    let (ok, err) = run(&[
-        "eval",
-        "--config",
-        cfg,
-        "--out",
-        &dir("eval-on-rt"),
-        "--artifact",
-        &on_rt_file,
-    ]);
-    assert!(ok, "{err}");
-    let report = read_report(&f.dir.join("eval-on-rt"));
+    let report = eval_report("eval-on-rt", &["--artifact", &on_rt_file]);
     let rows = report["eval"]["rows"].as_array().unwrap();
     assert!(
         rows.iter()
@@ -619,19 +604,10 @@ fn adversarial_training_and_bare_classifiers_side_by_side() {
             .any(|r| r["model"] == "defense" && r["attack"] == "clean, transform only")
     );
     // A study evaluates on the validation split, and the report says so.
-    let (ok, err) = run(&[
-        "eval",
-        "--config",
-        cfg,
-        "--out",
-        &dir("eval-validation"),
-        "--artifact",
-        &pgd_file,
-        "--set",
-        "eval.split=validation",
-    ]);
-    assert!(ok, "{err}");
-    let report = read_report(&f.dir.join("eval-validation"));
+    let report = eval_report(
+        "eval-validation",
+        &["--artifact", &pgd_file, "--set", "eval.split=validation"],
+    );
     assert!(
         report["dataset"].as_str().unwrap().contains("VALIDATION"),
         "{}",

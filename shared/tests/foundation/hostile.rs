@@ -129,24 +129,18 @@ fn a_hostile_model_size_is_an_error_before_any_allocation() {
     if let atop::model::ClassifierConfig::SmallCnn(c) = &mut cfg {
         c.width = 1 << 40;
     }
-    let Err(err) = cfg.init(&device()) else {
-        panic!("a width of 2^40 was accepted")
-    };
-    let err = err.to_string();
-    assert!(
-        err.contains("classifier.width") && err.contains("limit"),
-        "{err}"
-    );
+    assert_over_limit(cfg.init(&device()).err(), "classifier.width");
     let mut gan = small_gan(1);
     if let atop::model::PurifierConfig::Gan(c) = &mut gan {
         c.cnum = 1 << 40;
     }
-    let Err(err) = gan.init(&device()) else {
-        panic!("a cnum of 2^40 was accepted")
-    };
-    let err = err.to_string();
-    assert!(
-        err.contains("purifier.cnum") && err.contains("limit"),
-        "{err}"
-    );
+    assert_over_limit(gan.init(&device()).err(), "purifier.cnum");
+}
+
+/// `err` is there and names `key` and its limit.
+fn assert_over_limit(err: Option<atop::AtopError>, key: &str) {
+    let err = err
+        .unwrap_or_else(|| panic!("{key} = 2^40 was accepted"))
+        .to_string();
+    assert!(err.contains(key) && err.contains("limit"), "{err}");
 }
