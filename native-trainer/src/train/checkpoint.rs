@@ -34,6 +34,10 @@ pub struct StageState {
     pub best_score: Option<f64>,
     pub best_epoch: Option<usize>,
     pub done: bool,
+    /// Wall seconds spent in the stage so far, summed over resumed runs
+    /// (up to the last checkpoint), so the artifact can name its cost.
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 /// Named blobs plus the state.
@@ -179,6 +183,7 @@ mod tests {
             best_score: Some(0.5),
             best_epoch: Some(0),
             done: false,
+            wall_seconds: 0.0,
         }
     }
 

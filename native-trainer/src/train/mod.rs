@@ -72,6 +72,8 @@ impl Schedule {
 pub struct Outcome {
     pub best_score: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// Wall seconds of the whole stage, summed over resumed runs.
+    pub wall_seconds: f64,
 }
 
 pub fn checkpoint_path(out_dir: &Path, stage: &str) -> PathBuf {
@@ -88,6 +90,9 @@ struct StageRun<'a> {
     metrics: MetricsLog,
     checkpoint_written: bool,
     bar: ProgressBar,
+    /// When this process took over, and the stage's wall seconds before it.
+    started: std::time::Instant,
+    seconds_before: f64,
 }
 
 /// Runs (or resumes) a stage to the end and loads its selected model.
@@ -122,6 +127,7 @@ pub fn run_stage<S: Stage>(
     Ok(Outcome {
         best_score: run.state.best_score,
         best_epoch: run.state.best_epoch,
+        wall_seconds: run.wall_seconds(),
     })
 }
 
@@ -159,6 +165,7 @@ impl<'a> StageRun<'a> {
             best_score: None,
             best_epoch: None,
             done: false,
+            wall_seconds: 0.0,
         };
         let mut best = None;
         let resuming = resume && ckpt_path.exists();
@@ -198,11 +205,13 @@ impl<'a> StageRun<'a> {
         Ok(Self {
             schedule,
             ckpt_path,
-            state,
             best,
             metrics,
             checkpoint_written: resuming,
             bar,
+            started: std::time::Instant::now(),
+            seconds_before: state.wall_seconds,
+            state,
         })
     }
 
@@ -276,7 +285,12 @@ impl<'a> StageRun<'a> {
         self.save(stage)
     }
 
+    fn wall_seconds(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
+    }
+
     fn save<S: Stage>(&mut self, stage: &S) -> Result<()> {
+        self.state.wall_seconds = self.wall_seconds();
         let mut blobs = stage.save()?;
         if let Some(b) = &self.best {
             blobs.insert("best".into(), b.clone());

@@ -21,7 +21,7 @@ use crate::train::classifier::ClassifierStage;
 use crate::train::finetune::FinetuneStage;
 use crate::train::gan_health::GanHealth;
 use crate::train::pretrain::{PretrainStage, PurifierTraining};
-use crate::train::{Schedule, run_stage};
+use crate::train::{Outcome, Schedule, run_stage};
 
 /// Train / validation / test data of a run.
 pub struct RunData {
@@ -76,7 +76,10 @@ pub fn config_hash(cfg: &RunConfig, extra: &str) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn manifest(cfg: &RunConfig, data: &RunData, stage: &str) -> Manifest {
+/// A stage's manifest: the data, the seeds, and how it was made (the
+/// command, the resolved configuration and the stage's wall time; none of
+/// these enter the defense identity, so reruns keep the same one).
+fn manifest(cfg: &RunConfig, data: &RunData, stage: &str, outcome: &Outcome) -> Manifest {
     let mut files = data.train.files.clone();
     files.extend(data.test.files.iter().cloned());
     files.dedup();
@@ -95,7 +98,12 @@ fn manifest(cfg: &RunConfig, data: &RunData, stage: &str) -> Manifest {
             ("eval_subset".to_string(), cfg.eval.subset_seed),
         ]
         .into(),
-        training: serde_json::json!({ "stage": stage, "config": cfg }),
+        training: serde_json::json!({
+            "stage": stage,
+            "command": crate::commands::command_line(),
+            "wall_seconds": outcome.wall_seconds,
+            "config": cfg,
+        }),
         ..Manifest::default()
     }
 }
@@ -184,7 +192,7 @@ pub fn train_classifier(
     )?;
     let attack = stage.attack.clone();
     let model = stage.into_model();
-    let mut m = manifest(cfg, data, "train-classifier");
+    let mut m = manifest(cfg, data, "train-classifier", &outcome);
     if let Some(a) = &attack {
         m.training["adversarial_training"] = a.record();
     }
@@ -270,7 +278,7 @@ pub fn pretrain(
         resume,
     )?;
     let purifier = stage.training.purifier().clone();
-    let mut m = manifest(cfg, data, "pretrain");
+    let mut m = manifest(cfg, data, "pretrain", &outcome);
     let warnings = gan_health(out, "pretrain", &mut m)?;
     m.classifier = None;
     m.purifier = Some(cfg.purifier.clone());
@@ -346,7 +354,7 @@ pub fn finetune(
         resume,
     )?;
     let purifier = stage.training.purifier().clone();
-    let mut m = manifest(cfg, data, "finetune");
+    let mut m = manifest(cfg, data, "finetune", &outcome);
     let warnings = gan_health(out, "finetune", &mut m)?;
     m.classifier = Some(classifier_config);
     m.purifier = Some(purifier_config);
