@@ -56,8 +56,9 @@ pub enum Command {
     /// Robust evaluation of an artifact's classifier and defense
     /// (`atop eval merge --out D SHARD...` combines `--shard` runs).
     Eval(EvalCommand),
-    /// Every stage on Fashion-MNIST with small models, then the report.
-    Quickstart(RunArgs),
+    /// Fashion-MNIST with small models: train the classifier, AToP-fine-tune
+    /// the shipped pre-trained purifier against it, evaluate, report.
+    Quickstart(QuickstartArgs),
     /// Median time of one training step per stage and of one PGD step.
     Bench(BenchArgs),
     /// Verify an artifact (format version, payload hash, defense identity,
@@ -95,6 +96,20 @@ pub enum Command {
     },
     /// Bundle test images into an artifact for the browser demo.
     ExportWeb(ExportWebArgs),
+}
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The pre-trained purifier that fine-tuning starts from (made by
+    /// `atop pretrain --config configs/fmnist-pretrain.toml`).
+    #[arg(long, default_value = "models/fmnist-purifier.safetensors")]
+    pub purifier: PathBuf,
+    /// Pre-train the purifier from scratch with the run configuration
+    /// instead of starting from --purifier.
+    #[arg(long, conflicts_with = "purifier")]
+    pub pretrain: bool,
 }
 
 #[derive(Args)]

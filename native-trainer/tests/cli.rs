@@ -196,3 +196,51 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn quickstart_refuses_a_purifier_pretrained_for_another_setting() {
+    let dir = std::env::temp_dir().join(format!("atop-cli-qs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/fmnist.toml");
+    let quickstart = |purifier: &str| {
+        atop(&[
+            "quickstart",
+            "--config",
+            config,
+            "--out",
+            out,
+            "--purifier",
+            purifier,
+        ])
+    };
+    // A missing file is named, with the way out.
+    let (ok, _, stderr) = quickstart("/nonexistent/purifier.safetensors");
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/purifier.safetensors") && stderr.contains("--pretrain"),
+        "{stderr}"
+    );
+    // A conv AE is not the quickstart's GAN: refused before any training.
+    let cfg: atop::model::PurifierConfig =
+        serde_json::from_value(serde_json::json!({"kind": "ae", "image_channels": 1, "width": 4}))
+            .unwrap();
+    let purifier = cfg.init(&burn::tensor::Device::flex()).unwrap();
+    let manifest = Manifest {
+        classifier: None,
+        purifier: Some(cfg),
+        ..Manifest::default()
+    };
+    let path = dir.join("ae.safetensors");
+    let artifact = Artifact::new(manifest, None, Some(&purifier), None).unwrap();
+    std::fs::write(&path, artifact.to_bytes().unwrap()).unwrap();
+    let (ok, _, stderr) = quickstart(path.to_str().unwrap());
+    assert!(!ok);
+    assert!(
+        stderr.contains("ae.safetensors") && stderr.contains("[purifier] differs"),
+        "{stderr}"
+    );
+    assert!(!dir.join("out/classifier.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

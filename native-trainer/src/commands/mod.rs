@@ -26,7 +26,7 @@ pub fn run(command: Command) -> Result<()> {
             ..
         }) => eval::merge(&out, &reports),
         Command::Eval(EvalCommand { args, .. }) => eval::run(&args),
-        Command::Quickstart(run) => quickstart::run(&run),
+        Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(args) => bench(&args),
         Command::Inspect { artifact, json } => inspect(&artifact, json),
         Command::Plot { dir } => redraw_plots(&dir),

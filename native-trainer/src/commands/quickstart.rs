@@ -1,5 +1,6 @@
-//! `atop quickstart`: every stage on Fashion-MNIST with small models, then
-//! the evaluation of the classifier and both defenses.
+//! `atop quickstart`: on Fashion-MNIST with small models, train the
+//! classifier, AToP-fine-tune the shipped pre-trained purifier (or pre-train
+//! one with `--pretrain`), then evaluate the classifier and both defenses.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,23 +10,39 @@ use atop::artifact::sha256_hex;
 use burn::tensor::Device;
 
 use super::{command_line, draw_plots, with_run};
-use crate::cli::RunArgs;
+use crate::cli::QuickstartArgs;
 use crate::config::RunConfig;
 use crate::eval::report;
 use crate::eval::run::{DefenseInput, run_eval};
 use crate::train::pipeline;
 use crate::{eval, stdout};
 
-pub fn run(run: &RunArgs) -> Result<()> {
-    with_run(run, |cfg, dev| quickstart(cfg, dev, run, &command_line()))
+pub fn run(args: &QuickstartArgs) -> Result<()> {
+    with_run(&args.run, |cfg, dev| {
+        quickstart(cfg, dev, args, &command_line())
+    })
 }
 
-fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &str) -> Result<()> {
+fn quickstart(
+    cfg: &RunConfig,
+    device: &Device,
+    args: &QuickstartArgs,
+    command_line: &str,
+) -> Result<()> {
     let start = Instant::now();
+    let run = &args.run;
     let out = run.out();
+    // Checked before any training, so a wrong file fails in a second.
+    let shipped = match args.pretrain {
+        true => None,
+        false => Some(shipped_purifier(cfg, &args.purifier, device)?),
+    };
     let data = pipeline::load_data(cfg)?;
     let classifier = pipeline::train_classifier(cfg, &data, device, out, run.resume)?;
-    let pretrained = pipeline::pretrain(cfg, &data, device, out, run.resume)?;
+    let pretrained = match shipped {
+        Some(purifier) => purifier,
+        None => pipeline::pretrain(cfg, &data, device, out, run.resume)?,
+    };
     let inputs = pipeline::FinetuneInputs {
         classifier: classifier.model.clone(),
         classifier_config: cfg.classifier.clone(),
@@ -102,4 +119,107 @@ fn quickstart(cfg: &RunConfig, device: &Device, run: &RunArgs, command_line: &st
     let _ = std::fs::remove_file(super::eval::state_path(out, None));
     stdout::print(&md)?;
     draw_plots(out, Some((&eval, "atop quickstart: Fashion-MNIST")))
+}
+
+/// The pre-trained purifier the quickstart starts from. Fine-tuning and the
+/// evaluation use the run configuration's transform, so the artifact must
+/// have been pre-trained with that transform and purifier architecture.
+fn shipped_purifier(
+    cfg: &RunConfig,
+    path: &Path,
+    device: &Device,
+) -> Result<pipeline::StageResult<atop::model::Purifier>> {
+    let artifact = pipeline::read_artifact(path)
+        .context("the quickstart starts from this pre-trained purifier (or pass --pretrain)")?;
+    let m = &artifact.manifest;
+    let mismatch = if m.purifier.as_ref() != Some(&cfg.purifier) {
+        Some("purifier")
+    } else if m.transform.as_ref() != Some(&cfg.transform) {
+        Some("transform")
+    } else if m.purify_size != cfg.data.purify_size {
+        Some("data.purify_size")
+    } else {
+        None
+    };
+    if let Some(section) = mismatch {
+        anyhow::bail!(
+            "{}: its [{section}] differs from the run configuration's, so fine-tuning would \
+             train it for another setting; use the configuration it was pre-trained with \
+             (`atop inspect {}`), or pre-train from scratch with --pretrain",
+            path.display(),
+            path.display()
+        );
+    }
+    let model = artifact.purifier(device, &path.display().to_string())?;
+    // The same score `pipeline::pretrain` returns: minus the validation L1.
+    let validation = m
+        .metrics
+        .iter()
+        .find(|metric| metric.name == "validation_reconstruction_l1")
+        .map(|metric| -metric.value);
+    tracing::info!("starting from the pre-trained purifier {}", path.display());
+    Ok(pipeline::StageResult {
+        model,
+        artifact_path: path.to_path_buf(),
+        validation,
+        warnings: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's pre-trained purifier is what configs/fmnist-pretrain.toml
+    /// makes, and `atop quickstart` (configs/fmnist.toml) accepts it.
+    #[test]
+    fn the_shipped_purifier_comes_from_fmnist_pretrain_and_fits_the_quickstart() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let quickstart = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
+        let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[]).unwrap();
+        fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        for (section, a, b) in [
+            ("data", json(&quickstart.data), json(&pretrain.data)),
+            (
+                "purifier",
+                json(&quickstart.purifier),
+                json(&pretrain.purifier),
+            ),
+            (
+                "discriminator",
+                json(&quickstart.discriminator),
+                json(&pretrain.discriminator),
+            ),
+            (
+                "transform",
+                json(&quickstart.transform),
+                json(&pretrain.transform),
+            ),
+            ("run", json(&quickstart.run), json(&pretrain.run)),
+        ] {
+            assert_eq!(
+                a, b,
+                "[{section}] of fmnist.toml and fmnist-pretrain.toml differ"
+            );
+        }
+        let path = root.join("models/fmnist-purifier.safetensors");
+        shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
+        let artifact = pipeline::read_artifact(&path).unwrap();
+        let training = &artifact.manifest.training;
+        assert_eq!(training["stage"], "pretrain");
+        assert!(
+            training["command"]
+                .as_str()
+                .unwrap()
+                .contains("configs/fmnist-pretrain.toml"),
+            "{}",
+            training["command"]
+        );
+        let recorded: crate::config::OptimConfig =
+            serde_json::from_value(training["config"]["pretrain"].clone()).unwrap();
+        assert_eq!(recorded, pretrain.pretrain);
+        assert!(training["wall_seconds"].as_f64().unwrap() > 0.0);
+    }
 }
