@@ -88,7 +88,7 @@ run() {
       --atop "$out/bench-atop-b$batch.json" > "$out/bench-b$batch.md"
     cat "$out/bench-b$batch.md"
   done
-  timed "quickstart (all stages)" ./atop quickstart --device "cuda:$gpu" --out "$out/quickstart"
+  timed "quickstart (all stages)" ./atop quickstart --pretrain --device "cuda:$gpu" --out "$out/quickstart"
   cat "$out/timings.txt"
 }
 
