@@ -155,7 +155,7 @@ fn shipped_purifier(
     let validation = m
         .metrics
         .iter()
-        .find(|metric| metric.name == "validation_reconstruction_l1")
+        .find(|metric| metric.name == pipeline::RECONSTRUCTION_METRIC)
         .map(|metric| -metric.value);
     tracing::info!("starting from the pre-trained purifier {}", path.display());
     Ok(pipeline::StageResult {
@@ -177,33 +177,28 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let quickstart = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
         let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[]).unwrap();
-        fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
-            serde_json::to_value(v).unwrap()
-        }
-        for (section, a, b) in [
-            ("data", json(&quickstart.data), json(&pretrain.data)),
-            (
-                "purifier",
-                json(&quickstart.purifier),
-                json(&pretrain.purifier),
-            ),
-            (
-                "discriminator",
-                json(&quickstart.discriminator),
-                json(&pretrain.discriminator),
-            ),
-            (
-                "transform",
-                json(&quickstart.transform),
-                json(&pretrain.transform),
-            ),
-            ("run", json(&quickstart.run), json(&pretrain.run)),
-        ] {
-            assert_eq!(
-                a, b,
-                "[{section}] of fmnist.toml and fmnist-pretrain.toml differ"
-            );
-        }
+        let differ =
+            |section: &str| format!("[{section}] of fmnist.toml and fmnist-pretrain.toml differ");
+        assert_eq!(quickstart.data, pretrain.data, "{}", differ("data"));
+        assert_eq!(
+            quickstart.purifier,
+            pretrain.purifier,
+            "{}",
+            differ("purifier")
+        );
+        assert_eq!(
+            quickstart.discriminator,
+            pretrain.discriminator,
+            "{}",
+            differ("discriminator")
+        );
+        assert_eq!(
+            quickstart.transform,
+            pretrain.transform,
+            "{}",
+            differ("transform")
+        );
+        assert_eq!(quickstart.run, pretrain.run, "{}", differ("run"));
         let path = root.join("models/fmnist-purifier.safetensors");
         shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
         let artifact = pipeline::read_artifact(&path).unwrap();

@@ -248,6 +248,10 @@ fn refuse_identity(purifier: &PurifierConfig, stage: &str) -> Result<()> {
     Ok(())
 }
 
+/// The manifest metric of a pre-trained purifier: its validation L1 (the
+/// stage's selection score is minus it).
+pub const RECONSTRUCTION_METRIC: &str = "validation_reconstruction_l1";
+
 /// Pre-trains the purifier; writes `out/purifier-pretrained.safetensors`.
 pub fn pretrain(
     cfg: &RunConfig,
@@ -286,7 +290,7 @@ pub fn pretrain(
     m.purify_size = cfg.data.purify_size;
     if let Some(v) = outcome.best_score {
         m.metrics.push(Metric {
-            name: "validation_reconstruction_l1".into(),
+            name: RECONSTRUCTION_METRIC.into(),
             value: -v,
             protocol: serde_json::json!({"range": "[-1,1]", "epoch": outcome.best_epoch}),
         });
