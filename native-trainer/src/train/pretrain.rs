@@ -466,7 +466,6 @@ mod tests {
         }
         let late =
             crate::train::gan_health::GanHealth::from_steps("pretrain", &health[65..]).unwrap();
-        eprintln!("late health: {late:?}");
         assert!(
             late.warnings().is_empty(),
             "{:?} ({late:?})",
