@@ -2,6 +2,10 @@
 """The paper's comparison table from `atop eval` reports (standard library only).
 
     scripts/comparison-table.py runs/paper-cpu/report.json [more reports...]
+    scripts/comparison-table.py 'runs/a/report.json@defense=AToP,classifier=standard' ...
+
+A report's rows are named "classifier" and "defense" when it holds one of
+each; `@old=new,...` after a path renames its models for the table.
 
 One line per evaluated model (bare classifier or defense), one column per
 threat model: clean, L-inf worst case (and its attacks), the unseen L2 and
@@ -38,12 +42,14 @@ def column(row):
 
 def main(paths):
     models, columns, cells, protocols = [], [], {}, set()
-    for path in paths:
+    for arg in paths:
+        path, _, renames = arg.partition("@")
+        rename = dict(r.split("=", 1) for r in renames.split(",") if r)
         with open(path) as f:
             report = json.load(f)
         for row in report["eval"]["rows"]:
             protocols.add(row.get("protocol", ""))
-            name, col = row["model"], column(row)
+            name, col = rename.get(row["model"], row["model"]), column(row)
             if name not in models:
                 models.append(name)
             if col not in columns:
