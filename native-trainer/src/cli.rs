@@ -93,6 +93,13 @@ pub enum Command {
         /// Write the JSON here instead of printing it.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Score this adversarial image instead of running the link's
+        /// attack: a JSON array of the image's c*h*w values in [0,1] (the
+        /// `adversarial` field of an earlier report, or the page's
+        /// `data-adversarial`). Separates how the defense scores an image
+        /// from how the attack reached it.
+        #[arg(long, value_name = "FILE")]
+        adversarial: Option<PathBuf>,
     },
     /// Bundle test images into an artifact for the browser demo.
     ExportWeb(ExportWebArgs),

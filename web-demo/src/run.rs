@@ -276,6 +276,13 @@ impl Shown {
             if finite { "true" } else { "false" },
         );
         set_attr("results", "data-permalink", &link.to_query());
+        // The exact adversarial image, so it can be scored elsewhere
+        // (`atop attack --adversarial`) apart from how the attack got there.
+        set_attr(
+            "results",
+            "data-adversarial",
+            &json_floats(&self.adversarial),
+        );
         Ok(())
     }
 }
@@ -314,23 +321,26 @@ fn show_predictions(id: &str, logits: &[f32], names: &[String]) -> Result<(), St
     for &(class, p) in &top {
         probs[class] = p;
     }
-    let json = |v: &[f32]| {
-        let items: Vec<String> = v
-            .iter()
-            .map(|x| {
-                if x.is_finite() {
-                    format!("{x}")
-                } else {
-                    "null".into()
-                }
-            })
-            .collect();
-        format!("[{}]", items.join(","))
-    };
     let _ = el.set_attribute("data-class", &top.first().map_or(0, |t| t.0).to_string());
-    let _ = el.set_attribute("data-logits", &json(logits));
-    let _ = el.set_attribute("data-probs", &json(&probs));
+    let _ = el.set_attribute("data-logits", &json_floats(logits));
+    let _ = el.set_attribute("data-probs", &json_floats(&probs));
     Ok(())
+}
+
+/// A JSON array of `values`, each in Rust's shortest round-trip form (so a
+/// reader gets the exact f32 back), non-finite ones as null.
+fn json_floats(values: &[f32]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|x| {
+            if x.is_finite() {
+                format!("{x}")
+            } else {
+                "null".into()
+            }
+        })
+        .collect();
+    format!("[{}]", items.join(","))
 }
 
 /// Writes the measured timings as text.

@@ -112,8 +112,49 @@ fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
     Ok(atop::host::floats(t, what)?)
 }
 
-/// `atop attack`: replays a demo permalink on `artifact_path`.
-fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackReport> {
+/// An adversarial image given as a JSON array of `[c, h, w]` values in
+/// [0,1], as a `[1, c, h, w]` tensor on `device`.
+fn read_adversarial(path: &Path, [c, h, w]: [usize; 3], device: &Device) -> Result<Tensor<4>> {
+    let name = path.display();
+    // An image of these sides is at most a few MB of JSON; refuse more before reading.
+    let limit = 64 * (c * h * w) as u64 + 4096;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("--adversarial {name}"))?
+        .len();
+    if size > limit {
+        bail!("--adversarial {name}: {size} bytes is too large for a {c}x{h}x{w} image");
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("--adversarial {name}"))?;
+    let values: Vec<f32> = serde_json::from_str(&text)
+        .with_context(|| format!("--adversarial {name}: expected a JSON array of numbers"))?;
+    if values.len() != c * h * w {
+        bail!(
+            "--adversarial {name}: {} values, the models take {c}x{h}x{w} = {}",
+            values.len(),
+            c * h * w
+        );
+    }
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+    {
+        bail!("--adversarial {name}: value {i} is {v}, outside [0,1]");
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(values, [1, c, h, w]),
+        device,
+    ))
+}
+
+/// `atop attack`: replays a demo permalink on `artifact_path`; with
+/// `adversarial`, scores that image instead of attacking.
+fn attack(
+    artifact_path: &Path,
+    link: &str,
+    adversarial: Option<&Path>,
+    device: &Device,
+) -> Result<AttackReport> {
     // The page's links carry the settings in the fragment (`...#v=2&...`).
     let query = link
         .rsplit_once('#')
@@ -134,14 +175,20 @@ fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackRep
     let (image, label) = models.image(&link.image)?;
     let clean = values(defense.classify(image.clone())?, "clean logits")?;
     let label = demo::attack_label(label, &clean);
-    let mut run = DemoAttackRun::start(&defense, image.clone(), label, &link)?;
-    let bar = indicatif::ProgressBar::new(run.total_steps() as u64);
-    while !run.is_finished() {
-        run.step(&defense)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let outcome = demo::outcome(&defense, image, run.finish(), link.seed)?;
+    let adversarial = match adversarial {
+        Some(path) => read_adversarial(path, models.input, &image.device())?,
+        None => {
+            let mut run = DemoAttackRun::start(&defense, image.clone(), label, &link)?;
+            let bar = indicatif::ProgressBar::new(run.total_steps() as u64);
+            while !run.is_finished() {
+                run.step(&defense)?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            run.finish()
+        }
+    };
+    let outcome = demo::outcome(&defense, image, adversarial, link.seed)?;
     let top = |logits: &[f32]| {
         let (class, p) = demo::top_predictions(logits)[0];
         format!("{} ({:.1}%)", models.class_names[class], 100.0 * p)
@@ -168,10 +215,11 @@ fn attack(artifact_path: &Path, link: &str, device: &Device) -> Result<AttackRep
 pub fn attack_command(
     artifact: &Path,
     link: &str,
+    adversarial: Option<&Path>,
     device: &Device,
     json: Option<&Path>,
 ) -> Result<()> {
-    emit(&attack(artifact, link, device)?, json)
+    emit(&attack(artifact, link, adversarial, device)?, json)
 }
 
 /// `atop export-web`.

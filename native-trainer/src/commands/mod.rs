@@ -36,7 +36,14 @@ pub fn run(command: Command) -> Result<()> {
             link,
             device,
             json,
-        } => demo::attack_command(&artifact, &link, &select_device(&device)?, json.as_deref()),
+            adversarial,
+        } => demo::attack_command(
+            &artifact,
+            &link,
+            adversarial.as_deref(),
+            &select_device(&device)?,
+            json.as_deref(),
+        ),
         Command::ExportWeb(args) => demo::export_web_command(&args),
     }
 }
