@@ -100,21 +100,26 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     assert_eq!(again, stdout);
 
     // Scoring the replay's own adversarial image gives the replay's logits
-    // bit for bit; an image of the wrong size is refused, naming the file.
+    // bit for bit; an image of the wrong size, or with a value outside
+    // [0,1], is refused, naming the file.
     let dir = std::env::temp_dir().join(format!("atop-cli-adv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let image_file = dir.join("adversarial.json");
-    std::fs::write(&image_file, report["adversarial"].to_string()).unwrap();
     let image_arg = image_file.to_str().unwrap();
-    let (ok, scored, stderr) = atop(&[
-        "attack",
-        "--artifact",
-        artifact,
-        "--link",
-        &link,
-        "--adversarial",
-        image_arg,
-    ]);
+    let score = |contents: &str| {
+        std::fs::write(&image_file, contents).unwrap();
+        let args = [
+            "attack",
+            "--artifact",
+            artifact,
+            "--link",
+            &link,
+            "--adversarial",
+            image_arg,
+        ];
+        atop(&args)
+    };
+    let (ok, scored, stderr) = score(&report["adversarial"].to_string());
     assert!(ok, "{stderr}");
     let scored: serde_json::Value = serde_json::from_str(&scored).unwrap();
     for field in [
@@ -125,30 +130,12 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     ] {
         assert_eq!(scored[field], report[field], "{field}");
     }
-    std::fs::write(&image_file, "[0.5, 0.5]").unwrap();
-    let (ok, _, stderr) = atop(&[
-        "attack",
-        "--artifact",
-        artifact,
-        "--link",
-        &link,
-        "--adversarial",
-        image_arg,
-    ]);
+    let (ok, _, stderr) = score("[0.5, 0.5]");
     assert!(
         !ok && stderr.contains("adversarial.json") && stderr.contains("2 values"),
         "{stderr}"
     );
-    std::fs::write(&image_file, format!("[{}1.5]", "0.5,".repeat(783))).unwrap();
-    let (ok, _, stderr) = atop(&[
-        "attack",
-        "--artifact",
-        artifact,
-        "--link",
-        &link,
-        "--adversarial",
-        image_arg,
-    ]);
+    let (ok, _, stderr) = score(&format!("[{}1.5]", "0.5,".repeat(783)));
     assert!(!ok && stderr.contains("outside [0,1]"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 
