@@ -100,8 +100,8 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     assert_eq!(again, stdout);
 
     // Scoring the replay's own adversarial image gives the replay's logits
-    // bit for bit; an image of the wrong size, or with a value outside
-    // [0,1], is refused, naming the file.
+    // bit for bit; an image of the wrong size, with a value outside [0,1],
+    // or a file too large to be one is refused, naming the file.
     let dir = std::env::temp_dir().join(format!("atop-cli-adv-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let image_file = dir.join("adversarial.json");
@@ -137,6 +137,9 @@ fn attack_replays_a_demo_link_and_refuses_bad_ones() {
     );
     let (ok, _, stderr) = score(&format!("[{}1.5]", "0.5,".repeat(783)));
     assert!(!ok && stderr.contains("outside [0,1]"), "{stderr}");
+    // More bytes than any JSON of 784 numbers needs: refused before parsing.
+    let (ok, _, stderr) = score(&" ".repeat(64 * 784 + 4097));
+    assert!(!ok && stderr.contains("too large"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 
     let other = link.replace(&sha, &"0".repeat(64));

@@ -115,16 +115,19 @@ fn values<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 /// An adversarial image given as a JSON array of `[c, h, w]` values in
 /// [0,1], as a `[1, c, h, w]` tensor on `device`.
 fn read_adversarial(path: &Path, [c, h, w]: [usize; 3], device: &Device) -> Result<Tensor<4>> {
+    use std::io::Read;
     let name = path.display();
-    // An image of these sides is at most a few MB of JSON; refuse more before reading.
+    // An image of these sides is at most a few MB of JSON: read one byte
+    // past that and refuse the file if it is there (a pipe or a growing file
+    // included), so the work stays bounded.
     let limit = 64 * (c * h * w) as u64 + 4096;
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("--adversarial {name}"))?
-        .len();
-    if size > limit {
-        bail!("--adversarial {name}: {size} bytes is too large for a {c}x{h}x{w} image");
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .with_context(|| format!("--adversarial {name}"))?;
+    if text.len() as u64 > limit {
+        bail!("--adversarial {name}: more than {limit} bytes, too large for a {c}x{h}x{w} image");
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("--adversarial {name}"))?;
     let values: Vec<f32> = serde_json::from_str(&text)
         .with_context(|| format!("--adversarial {name}: expected a JSON array of numbers"))?;
     if values.len() != c * h * w {
