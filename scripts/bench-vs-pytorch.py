@@ -5,6 +5,9 @@ same machine, and prints the ratio atop/PyTorch per benchmark.
     cargo run -p atop-trainer -- bench --json runs/bench-atop.json
     python3 scripts/bench-vs-pytorch.py --atop runs/bench-atop.json
 
+`--scale cifar` times the rows of `atop bench --scale cifar` (WRN-28-10 and
+ResNet-18 training steps at 32x32, the cnum-48 inpainter at 256x256).
+
 On a GPU (scripts/gpu-smoke.sh does this): `atop bench --device cuda:0` and
 `--device cuda` here; both wait for the device at the end of each step.
 
@@ -147,10 +150,78 @@ class SmallCnn(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-def rt2(x, gen):
+class WideBlock(nn.Module):
+    # RobustBench's pre-activation block: a projected shortcut reads the
+    # pre-activated input, an identity shortcut the raw input.
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if cin != cout else None
+
+    def forward(self, x):
+        pre = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        return out + (self.shortcut(pre) if self.shortcut is not None else x)
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth=28, k=10, classes=10):
+        super().__init__()
+        n, w = (depth - 4) // 6, [16, 16 * k, 32 * k, 64 * k]
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        blocks = []
+        for g, stride in enumerate((1, 2, 2)):
+            blocks += [WideBlock(w[g] if i == 0 else w[g + 1], w[g + 1], stride if i == 0 else 1) for i in range(n)]
+        self.blocks = nn.Sequential(*blocks)
+        self.bn, self.fc = nn.BatchNorm2d(w[3]), nn.Linear(w[3], classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.blocks(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    # The CIFAR stem: 3x3 conv, no max-pool.
+    def __init__(self, w=64, classes=10):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w)
+        widths, blocks, cin = (w, 2 * w, 4 * w, 8 * w), [], w
+        for i, cout in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.linear = nn.Linear(8 * w, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def rt2(x, gen, grid=7):
     # The draw happens on the CPU (as in atop) and moves to the model's device.
+    # A quarter of the grid's cells go missing (7x7: 12 of 49).
     n, _, h, w = x.shape
-    cells = torch.stack([torch.randperm(49, generator=gen) < 12 for _ in range(n)]).float().view(n, 1, 7, 7)
+    cells = grid * grid
+    missing = round(0.25 * cells)
+    cells = torch.stack([torch.randperm(cells, generator=gen) < missing for _ in range(n)]).float().view(n, 1, grid, grid)
     mask = F.interpolate(cells, size=(h, w), mode="nearest").to(x.device)
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     noised = (x + 0.25 * noise).clamp(0, 1)
@@ -177,6 +248,45 @@ def timed(name, batch, fn, repeats, warmup=1):
     return row
 
 
+def cifar_scale(args, dev):
+    """The rows of `atop bench --scale cifar`."""
+    b, rows = args.batch, []
+    x32 = torch.rand(b, 3, 32, 32).to(dev)
+    y = (torch.arange(b) % 10).to(dev)
+    for name, net in (("WRN-28-10 train step (32x32)", WideResNet()), ("ResNet-18 train step (32x32)", ResNet18())):
+        if args.only and args.only not in name:
+            continue
+        net = net.to(dev)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(net(x32), y).backward()
+            opt.step()
+        rows.append(timed(name, b, step, args.repeats))
+    name = "inpainter cnum 48 forward+backward (256x256)"
+    if not args.only or args.only in name:
+        g = Generator(3, 48).to(dev)
+        x256 = torch.rand(b, 3, 256, 256).to(dev)
+        gen = torch.Generator().manual_seed(1)
+
+        def forward_backward():
+            inp, mask = rt2(x256, gen, grid=8)
+            g(inp, mask)[1].mean().backward()
+        rows.append(timed(name, b, forward_backward, args.repeats))
+    return rows
+
+
+def compare(args, rows):
+    if args.atop:
+        atop = {r["name"]: r for r in json.load(open(args.atop))}
+        print(f"\n| step (batch {args.batch}) | atop ms | PyTorch ms | atop / PyTorch |\n|---|---|---|---|")
+        for r in rows:
+            a = atop.get(r["name"])
+            if a:
+                print(f"| {r['name']} | {a['median_ms']:.1f} | {r['median_ms']:.1f} | {a['median_ms'] / r['median_ms']:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--atop", help="JSON written by `atop bench --json`")
@@ -184,10 +294,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--scale", default="fmnist", choices=("fmnist", "cifar"),
+                    help="cifar: the rows of `atop bench --scale cifar` (WRN-28-10, ResNet-18, the cnum-48 inpainter at 256x256)")
+    ap.add_argument("--only", help="with --scale cifar: only the rows whose name contains this")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(777)
     dev = torch.device(args.device)
+    if args.scale == "cifar":
+        compare(args, cifar_scale(args, dev))
+        return
     gen = torch.Generator().manual_seed(1)
     b = args.batch
     x = torch.rand(b, 1, 28, 28).to(dev)
@@ -274,13 +390,7 @@ def main():
         for r in rows[-2:]:
             print(f"{r['name']:<32} {b / (r['median_ms'] / 1e3):>9.0f} images/s")
 
-    if args.atop:
-        atop = {r["name"]: r for r in json.load(open(args.atop))}
-        print(f"\n| step (batch {b}) | atop ms | PyTorch ms | atop / PyTorch |\n|---|---|---|---|")
-        for r in rows:
-            a = atop.get(r["name"])
-            if a:
-                print(f"| {r['name']} | {a['median_ms']:.1f} | {r['median_ms']:.1f} | {a['median_ms'] / r['median_ms']:.2f} |")
+    compare(args, rows)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # GPU smoke run of the LibTorch (`tch`) trainer on one CUDA GPU: the whole
 # quickstart pipeline (classifier, purifier pre-training, AToP fine-tuning,
 # robust evaluation) with --device cuda:N, and `atop bench` next to the same
-# networks in PyTorch eager (scripts/bench-vs-pytorch.py) at batch 32 and 256.
+# networks in PyTorch eager (scripts/bench-vs-pytorch.py) at batch 32 and 256,
+# and its CIFAR-scale rows (`--scale cifar`) at batch 8 and 32.
 #
 #   scripts/gpu-smoke.sh OUT                a CUDA machine with Rust: build, then run
 #   scripts/gpu-smoke.sh build BUNDLE       build a bundle (trainer, config, Fashion-MNIST,
@@ -18,8 +19,8 @@
 #   ATOP_PYTHON         a python with CUDA torch for the PyTorch side (default: python3)
 #   ATOP_GPU            CUDA device index (default 0)
 #
-# Everything the run writes lands in OUT: gpu.txt (device), bench-b32.md and
-# bench-b256.md (atop vs PyTorch tables), quickstart/ (report, artifacts,
+# Everything the run writes lands in OUT: gpu.txt (device), bench-b32.md,
+# bench-b256.md, bench-cifar-b8.md and bench-cifar-b32.md (atop vs PyTorch tables), quickstart/ (report, artifacts,
 # metrics), timings.txt (wall time of each step).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -87,6 +88,13 @@ run() {
     timed "pytorch bench b$batch" "$py" bench-vs-pytorch.py --device "cuda:$gpu" --batch "$batch" \
       --atop "$out/bench-atop-b$batch.json" > "$out/bench-b$batch.md"
     cat "$out/bench-b$batch.md"
+  done
+  for batch in 8 32; do
+    timed "atop bench cifar b$batch" ./atop bench --scale cifar --device "cuda:$gpu" --batch "$batch" \
+      --json "$out/bench-cifar-atop-b$batch.json"
+    timed "pytorch bench cifar b$batch" "$py" bench-vs-pytorch.py --scale cifar --device "cuda:$gpu" \
+      --batch "$batch" --atop "$out/bench-cifar-atop-b$batch.json" > "$out/bench-cifar-b$batch.md"
+    cat "$out/bench-cifar-b$batch.md"
   done
   timed "quickstart (all stages)" ./atop quickstart --pretrain --device "cuda:$gpu" --out "$out/quickstart"
   cat "$out/timings.txt"

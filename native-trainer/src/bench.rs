@@ -1,5 +1,6 @@
 //! `atop bench`: median wall time of one training step of each stage and
-//! of one PGD step, at fixed batch sizes, on the chosen device.
+//! of one PGD step, at fixed batch sizes, on the chosen device; with
+//! `--scale cifar`, of the paper's CIFAR-scale models instead.
 
 use std::time::Instant;
 
@@ -14,8 +15,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
-use atop::model::{Classifier, Purifier};
-use atop::transform::TransformedImage;
+use atop::model::classifier::{ResNet18Config, WideResNetConfig};
+use atop::model::{Classifier, ClassifierConfig, InpainterConfig, Purifier, PurifierConfig};
+use atop::transform::{TransformConfig, TransformedImage};
 
 use crate::config::{GanTerm, RunConfig};
 use crate::train::blocks::{Held, adam, cross_entropy, first_pass};
@@ -67,6 +69,73 @@ fn time<F: FnMut() -> Result<()>>(
         row.name, batch, row.median_ms, row.min_ms
     );
     Ok(row)
+}
+
+/// Which models `atop bench` times.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Scale {
+    /// The configuration's models at their own image size.
+    Fmnist,
+    /// The paper's CIFAR-scale models, whatever the configuration says.
+    Cifar,
+}
+
+/// The CIFAR-scale rows: whether the small models' ratios to PyTorch are
+/// per-op dispatch overhead (which fades as each op gets bigger) or kernel
+/// cost (which does not). The twin script's `--scale cifar` times the same.
+pub fn run_cifar_scale(
+    device: &Device,
+    batch: usize,
+    repeats: usize,
+    only: Option<&str>,
+) -> Result<Vec<BenchRow>> {
+    let wanted = |n: &str| only.is_none_or(|o| n.contains(o));
+    let ad = device.clone().autodiff();
+    ad.seed(777);
+    let mut rows = Vec::new();
+    let image = |side: usize| {
+        Tensor::<4>::random([batch, 3, side, side], Distribution::Uniform(0.0, 1.0), &ad)
+    };
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    let classifiers = [
+        (
+            "WRN-28-10 train step (32x32)",
+            ClassifierConfig::WideResnet(WideResNetConfig::wrn_28_10()),
+        ),
+        (
+            "ResNet-18 train step (32x32)",
+            ClassifierConfig::ResNet18(ResNet18Config::cifar10()),
+        ),
+    ];
+    for (name, config) in classifiers {
+        if !wanted(name) {
+            continue;
+        }
+        let mut classifier = Held::new(config.init(&ad)?);
+        let mut optim = burn::optim::AdamConfig::new().init();
+        let x = image(32);
+        rows.push(time(name, batch, 1, repeats, &ad, || {
+            let loss = cross_entropy(classifier.get().forward(x.clone())?, &labels);
+            let grads = GradientsParams::from_grads(loss.backward(), classifier.get());
+            classifier.replace(|m| optim.step(1e-3, m, grads));
+            Ok(())
+        })?);
+    }
+    let name = "inpainter cnum 48 forward+backward (256x256)";
+    if wanted(name) {
+        // The paper's generator on the paper's path: RT2 (8x8 cells) at 256x256.
+        let purifier = PurifierConfig::Gan(InpainterConfig::default()).init(&ad)?;
+        let transform = TransformConfig::default();
+        let x = image(256);
+        let mut rng = seeded(4);
+        rows.push(time(name, batch, 1, repeats, &ad, || {
+            let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
+            let out = purifier.purify(t.image, t.mask)?;
+            let _ = out.image.mean().backward();
+            Ok(())
+        })?);
+    }
+    Ok(rows)
 }
 
 /// What every benchmark runs on: one batch of random images on the

@@ -205,6 +205,12 @@ pub struct BenchArgs {
     /// Only the benchmarks whose name contains this word.
     #[arg(long)]
     pub only: Option<String>,
+    /// `fmnist`: the configuration's models at their size (the default).
+    /// `cifar`: the paper's scale instead, whatever the configuration says:
+    /// WRN-28-10 and ResNet-18 training steps at 32x32, and the cnum-48
+    /// inpainter's forward+backward at 256x256.
+    #[arg(long, value_enum, default_value = "fmnist")]
+    pub scale: crate::bench::Scale,
     /// Also write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -101,7 +101,11 @@ fn bench(args: &BenchArgs) -> Result<()> {
         );
     }
     let device = select_device(&args.device)?;
-    let rows = bench::run(&cfg, &device, batch, repeats, args.only.as_deref())?;
+    let only = args.only.as_deref();
+    let rows = match args.scale {
+        bench::Scale::Fmnist => bench::run(&cfg, &device, batch, repeats, only)?,
+        bench::Scale::Cifar => bench::run_cifar_scale(&device, batch, repeats, only)?,
+    };
     if let Some(path) = &args.json {
         fsutil::write_atomic(path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
