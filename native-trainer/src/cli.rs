@@ -206,7 +206,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub only: Option<String>,
     /// `fmnist`: the configuration's models at their size (the default).
-    /// `cifar`: the paper's scale instead, whatever the configuration says:
+    /// `cifar`: the paper's scale instead (no configuration is read):
     /// WRN-28-10 and ResNet-18 training steps at 32x32, and the cnum-48
     /// inpainter's forward+backward at 256x256.
     #[arg(long, value_enum, default_value = "fmnist")]

@@ -287,3 +287,36 @@ fn quickstart_refuses_a_purifier_pretrained_for_another_setting() {
     assert!(!dir.join("out/classifier.safetensors").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_at_cifar_scale_writes_the_named_rows() {
+    let dir = std::env::temp_dir().join(format!("atop-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    // ResNet-18 alone: the cheapest CIFAR-scale row (WRN-28-10 and the
+    // 256x256 inpainter take seconds even at batch 1).
+    let (ok, _, stderr) = atop(&[
+        "bench",
+        "--scale",
+        "cifar",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--only",
+        "ResNet-18",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["name"], "ResNet-18 train step (32x32)");
+    assert_eq!(rows[0]["batch"], 2);
+    assert!(rows[0]["median_ms"].as_f64().unwrap() > 0.0);
+    let (ok, _, stderr) = atop(&["bench", "--scale", "imagenet"]);
+    assert!(!ok && stderr.contains("imagenet"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
