@@ -42,6 +42,7 @@ variants=(
   "mild|transform.noise_sigma=0.1 transform.missing_rate=0.1"
   "cell2|transform.grid=14"
   "ae|purifier={kind=\"ae\",image_channels=1,width=16}"
+  "ae-budget5x|purifier={kind=\"ae\",image_channels=1,width=16} pretrain.max_steps_per_epoch=600"
   "cnum32|purifier.cnum=32 discriminator.cnum=32"
   "budget4x|pretrain.max_steps_per_epoch=480"
   "lambda0.5|finetune.lambda=0.5"
