@@ -217,4 +217,24 @@ mod tests {
         assert_eq!(recorded, pretrain.pretrain);
         assert!(training["wall_seconds"].as_f64().unwrap() > 0.0);
     }
+
+    /// The repository's conv AE (the recipe study's pick) is accepted by the
+    /// quickstart with the AE override its docs give, and records that it
+    /// was made by fmnist-pretrain.toml's budget.
+    #[test]
+    fn the_shipped_ae_purifier_fits_the_quickstart_with_the_ae_override() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ae = r#"purifier={kind="ae",image_channels=1,width=16}"#.to_string();
+        let quickstart = RunConfig::load(&root.join("configs/fmnist.toml"), &[ae.clone()]).unwrap();
+        let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[ae]).unwrap();
+        let path = root.join("models/fmnist-ae-purifier.safetensors");
+        shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
+        // Without the override the GAN configuration refuses it.
+        let gan = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
+        assert!(shipped_purifier(&gan, &path, &Device::flex()).is_err());
+        let training = &pipeline::read_artifact(&path).unwrap().manifest.training;
+        let recorded: crate::config::OptimConfig =
+            serde_json::from_value(training["config"]["pretrain"].clone()).unwrap();
+        assert_eq!(recorded, pretrain.pretrain);
+    }
 }
