@@ -225,7 +225,8 @@ mod tests {
     fn the_shipped_ae_purifier_fits_the_quickstart_with_the_ae_override() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let ae = r#"purifier={kind="ae",image_channels=1,width=16}"#.to_string();
-        let quickstart = RunConfig::load(&root.join("configs/fmnist.toml"), &[ae.clone()]).unwrap();
+        let quickstart =
+            RunConfig::load(&root.join("configs/fmnist.toml"), std::slice::from_ref(&ae)).unwrap();
         let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[ae]).unwrap();
         let path = root.join("models/fmnist-ae-purifier.safetensors");
         shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
