@@ -219,9 +219,9 @@ def rt2(x, gen, grid=7):
     # The draw happens on the CPU (as in atop) and moves to the model's device.
     # A quarter of the grid's cells go missing (7x7: 12 of 49).
     n, _, h, w = x.shape
-    cells = grid * grid
-    missing = round(0.25 * cells)
-    cells = torch.stack([torch.randperm(cells, generator=gen) < missing for _ in range(n)]).float().view(n, 1, grid, grid)
+    count = grid * grid
+    missing = round(0.25 * count)
+    cells = torch.stack([torch.randperm(count, generator=gen) < missing for _ in range(n)]).float().view(n, 1, grid, grid)
     mask = F.interpolate(cells, size=(h, w), mode="nearest").to(x.device)
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     noised = (x + 0.25 * noise).clamp(0, 1)

@@ -9,9 +9,9 @@ use atop::attack::{
     ApgdConfig, ClassifierTarget, DefenseTarget, GradientMode, PgdConfig, apgd, pgd,
 };
 use atop::defense::Defense;
-use atop::rng::seeded;
+use atop::rng::{AtopRng, seeded};
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 
@@ -71,6 +71,37 @@ fn time<F: FnMut() -> Result<()>>(
     Ok(row)
 }
 
+/// Whether `--only` selects the benchmark `name`.
+fn selected(only: Option<&str>, name: &str) -> bool {
+    only.is_none_or(|o| name.contains(o))
+}
+
+/// One training step of `classifier` on `(x, labels)`: cross-entropy, Adam.
+fn classifier_train_step(
+    classifier: &mut Held<Classifier>,
+    optim: &mut ModuleOptimizer,
+    x: &Tensor<4>,
+    labels: &[i64],
+) -> Result<()> {
+    let loss = cross_entropy(classifier.get().forward(x.clone())?, labels);
+    let grads = GradientsParams::from_grads(loss.backward(), classifier.get());
+    classifier.replace(|m| optim.step(1e-3, m, grads));
+    Ok(())
+}
+
+/// One forward+backward through `purifier` of a fresh transform draw of `x`.
+fn purify_backward(
+    purifier: &Purifier,
+    transform: &TransformConfig,
+    rng: &mut AtopRng,
+    x: &Tensor<4>,
+) -> Result<()> {
+    let t = first_pass(transform.draw(rng, x.dims())?.apply(x.clone())?);
+    let out = purifier.purify(t.image, t.mask)?;
+    let _ = out.image.mean().backward();
+    Ok(())
+}
+
 /// Which models `atop bench` times.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Scale {
@@ -89,7 +120,7 @@ pub fn run_cifar_scale(
     repeats: usize,
     only: Option<&str>,
 ) -> Result<Vec<BenchRow>> {
-    let wanted = |n: &str| only.is_none_or(|o| n.contains(o));
+    let wanted = |n: &str| selected(only, n);
     let ad = device.clone().autodiff();
     ad.seed(777);
     let mut rows = Vec::new();
@@ -115,10 +146,7 @@ pub fn run_cifar_scale(
         let mut optim = burn::optim::AdamConfig::new().init();
         let x = image(32);
         rows.push(time(name, batch, 1, repeats, &ad, || {
-            let loss = cross_entropy(classifier.get().forward(x.clone())?, &labels);
-            let grads = GradientsParams::from_grads(loss.backward(), classifier.get());
-            classifier.replace(|m| optim.step(1e-3, m, grads));
-            Ok(())
+            classifier_train_step(&mut classifier, &mut optim, &x, &labels)
         })?);
     }
     let name = "inpainter cnum 48 forward+backward (256x256)";
@@ -129,10 +157,7 @@ pub fn run_cifar_scale(
         let x = image(256);
         let mut rng = seeded(4);
         rows.push(time(name, batch, 1, repeats, &ad, || {
-            let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
-            let out = purifier.purify(t.image, t.mask)?;
-            let _ = out.image.mean().backward();
-            Ok(())
+            purify_backward(&purifier, &transform, &mut rng, &x)
         })?);
     }
     Ok(rows)
@@ -158,7 +183,7 @@ pub fn run(
     only: Option<&str>,
 ) -> Result<Vec<BenchRow>> {
     let mut bench = Bench::new(cfg, device, batch, repeats);
-    let wanted = |n: &str| only.is_none_or(|o| n.contains(o));
+    let wanted = |n: &str| selected(only, n);
     let classifier = bench.classifier_step(wanted("classifier"))?.freeze();
     let purifier = bench.purifier_steps(&classifier, &wanted)?;
     if wanted("pgd") {
@@ -217,10 +242,7 @@ impl<'a> Bench<'a> {
         if timed {
             let (x, labels) = (self.x.clone(), self.labels.clone());
             self.time("classifier train step", 2, self.repeats, || {
-                let loss = cross_entropy(classifier.get().forward(x.clone())?, &labels);
-                let grads = GradientsParams::from_grads(loss.backward(), classifier.get());
-                classifier.replace(|m| optim.step(1e-3, m, grads));
-                Ok(())
+                classifier_train_step(&mut classifier, &mut optim, &x, &labels)
             })?;
         }
         Ok(classifier.into_inner())
@@ -255,10 +277,7 @@ impl<'a> Bench<'a> {
             let mut rng = seeded(4);
             let p = training.purifier().clone();
             self.time("purifier forward+backward", 1, self.repeats, || {
-                let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
-                let out = p.purify(t.image, t.mask)?;
-                let _ = out.image.mean().backward();
-                Ok(())
+                purify_backward(&p, &transform, &mut rng, &x)
             })?;
         }
         if wanted("finetune") {
