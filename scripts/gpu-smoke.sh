@@ -20,8 +20,9 @@
 #   ATOP_GPU            CUDA device index (default 0)
 #
 # Everything the run writes lands in OUT: gpu.txt (device), bench-b32.md,
-# bench-b256.md, bench-cifar-b8.md and bench-cifar-b32.md (atop vs PyTorch tables), quickstart/ (report, artifacts,
-# metrics), timings.txt (wall time of each step).
+# bench-b256.md, bench-cifar-b8.md and bench-cifar-b32.md (atop vs PyTorch
+# tables), quickstart/ (report, artifacts, metrics), timings.txt (wall time
+# of each step).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 

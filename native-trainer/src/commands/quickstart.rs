@@ -212,9 +212,7 @@ mod tests {
             "{}",
             training["command"]
         );
-        let recorded: crate::config::OptimConfig =
-            serde_json::from_value(training["config"]["pretrain"].clone()).unwrap();
-        assert_eq!(recorded, pretrain.pretrain);
+        assert_eq!(recorded_pretrain(training), pretrain.pretrain);
         assert!(training["wall_seconds"].as_f64().unwrap() > 0.0);
     }
 
@@ -234,8 +232,11 @@ mod tests {
         let gan = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
         assert!(shipped_purifier(&gan, &path, &Device::flex()).is_err());
         let training = &pipeline::read_artifact(&path).unwrap().manifest.training;
-        let recorded: crate::config::OptimConfig =
-            serde_json::from_value(training["config"]["pretrain"].clone()).unwrap();
-        assert_eq!(recorded, pretrain.pretrain);
+        assert_eq!(recorded_pretrain(training), pretrain.pretrain);
+    }
+
+    /// The `[pretrain]` settings a pre-trained artifact's manifest records.
+    fn recorded_pretrain(training: &serde_json::Value) -> crate::config::OptimConfig {
+        serde_json::from_value(training["config"]["pretrain"].clone()).unwrap()
     }
 }
