@@ -14,6 +14,25 @@ pub fn seeded(seed: u64) -> AtopRng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
+/// burn keeps one random generator per backend and process, and models
+/// initialise from it. Seeding it and drawing from it happen under this lock,
+/// so that two threads (tests run in parallel) cannot interleave their draws
+/// and a seed replays the same weights.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds the backend's generator and runs `draw` (model initialisation,
+/// random tensors) while no other caller of this function can use it.
+pub fn with_backend_seed<T>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    draw: impl FnOnce() -> T,
+) -> T {
+    // A panic while held poisons nothing we keep: the lock guards no data.
+    let _held = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    draw()
+}
+
 /// A child generator for an independent stream, e.g. one per evaluation draw,
 /// derived from the parent's next output (so it is itself reproducible).
 pub fn fork<R: Rng + ?Sized>(rng: &mut R) -> AtopRng {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use atop::artifact::{Artifact, DatasetInfo, Manifest, Metric};
 
 use atop::model::{Classifier, ClassifierConfig, IdentityConfig, Purifier, PurifierConfig};
-use atop::rng::stream;
+use atop::rng::{stream, with_backend_seed};
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -165,8 +165,10 @@ pub fn train_classifier(
     resume: bool,
 ) -> Result<StageResult<Classifier>> {
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed); // the classifier initialises from the run seed itself
-    let model = cfg.classifier.init(&train_device)?;
+    // The classifier initialises from the run seed itself.
+    let model = with_backend_seed(&train_device, cfg.run.seed, || {
+        cfg.classifier.init(&train_device)
+    })?;
     let mut stage = ClassifierStage::new(
         model,
         &cfg.train_classifier,
@@ -262,9 +264,13 @@ pub fn pretrain(
 ) -> Result<StageResult<Purifier>> {
     refuse_identity(&cfg.purifier, "pretrain")?;
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed ^ stream::PRETRAIN);
-    let purifier = cfg.purifier.init(&train_device)?;
-    let discriminator = cfg.discriminator_config().init(&train_device)?;
+    let (purifier, discriminator) =
+        with_backend_seed(&train_device, cfg.run.seed ^ stream::PRETRAIN, || {
+            anyhow::Ok((
+                cfg.purifier.init(&train_device)?,
+                cfg.discriminator_config().init(&train_device)?,
+            ))
+        })?;
     let mut stage = PretrainStage {
         training: PurifierTraining::new(purifier, Some(discriminator), &cfg.pretrain),
         transform: cfg.transform.clone(),
@@ -336,10 +342,11 @@ pub fn finetune(
     } = inputs;
     refuse_identity(&purifier_config, "finetune")?;
     let train_device = device.clone().autodiff();
-    train_device.seed(cfg.run.seed ^ stream::FINETUNE);
     let classifier = classifier.fork(&train_device).freeze();
     let purifier = purifier.fork(&train_device).train();
-    let discriminator = cfg.discriminator_config().init(&train_device)?;
+    let discriminator = with_backend_seed(&train_device, cfg.run.seed ^ stream::FINETUNE, || {
+        cfg.discriminator_config().init(&train_device)
+    })?;
     let mut stage = FinetuneStage {
         training: PurifierTraining::new(purifier, Some(discriminator), &cfg.finetune.optim),
         classifier: classifier.clone(),

@@ -282,24 +282,27 @@ impl Stage for PretrainStage<'_> {
 mod tests {
     use super::*;
     use atop::model::{DiscriminatorConfig, InpainterConfig, PurifierConfig};
+    use atop::rng::with_backend_seed;
     use burn::tensor::Distribution;
 
     fn training(device: &Device, with_d: bool) -> PurifierTraining {
-        device.seed(5);
-        let p = PurifierConfig::Gan(InpainterConfig {
-            image_channels: 1,
-            cnum: 4,
-            ..InpainterConfig::default()
-        })
-        .init(device)
-        .unwrap();
-        let d = DiscriminatorConfig {
-            image_channels: 1,
-            cnum: 4,
-            ..DiscriminatorConfig::default()
-        }
-        .init(device)
-        .unwrap();
+        let (p, d) = with_backend_seed(device, 5, || {
+            let p = PurifierConfig::Gan(InpainterConfig {
+                image_channels: 1,
+                cnum: 4,
+                ..InpainterConfig::default()
+            })
+            .init(device)
+            .unwrap();
+            let d = DiscriminatorConfig {
+                image_channels: 1,
+                cnum: 4,
+                ..DiscriminatorConfig::default()
+            }
+            .init(device)
+            .unwrap();
+            (p, d)
+        });
         let cfg = OptimConfig {
             epochs: 1,
             batch_size: 2,
@@ -313,8 +316,9 @@ mod tests {
     }
 
     fn step(t: &mut PurifierTraining, device: &Device, k: u64) -> BTreeMap<String, f64> {
-        device.seed(100 + k);
-        let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device);
+        let x = with_backend_seed(device, 100 + k, || {
+            Tensor::<4>::random([2, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device)
+        });
         let batch = PurifierBatch {
             input: x.clone(),
             mask: Tensor::<4>::zeros([2, 1, 28, 28], device),
@@ -346,15 +350,16 @@ mod tests {
     /// dark images from a noisy copy.
     fn discriminator_alone(output_activation: bool) -> Vec<f64> {
         let device = Device::flex().autodiff();
-        device.seed(3);
-        let disc = DiscriminatorConfig {
-            image_channels: 1,
-            cnum: 8,
-            layers: 6,
-            output_activation,
-        }
-        .init(&device)
-        .unwrap();
+        let disc = with_backend_seed(&device, 3, || {
+            DiscriminatorConfig {
+                image_channels: 1,
+                cnum: 8,
+                layers: 6,
+                output_activation,
+            }
+            .init(&device)
+            .unwrap()
+        });
         let mut disc = Held::new(disc);
         let mut optim = adam(&OptimConfig {
             epochs: 1,
@@ -367,12 +372,12 @@ mod tests {
         });
         (0..80)
             .map(|k| {
-                device.seed(200 + k);
                 let uniform = || {
                     Tensor::<4>::random([8, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device)
                 };
-                let real = uniform().mul_scalar(0.2);
-                let fake = (real.clone() + uniform().mul_scalar(0.5)).clamp(0.0, 1.0);
+                let (real, noise) = with_backend_seed(&device, 200 + k, || (uniform(), uniform()));
+                let real = real.mul_scalar(0.2);
+                let fake = (real.clone() + noise.mul_scalar(0.5)).clamp(0.0, 1.0);
                 let mask = Tensor::<4>::zeros([8, 1, 28, 28], &device);
                 discriminator_step(&mut disc, &mut optim, 5e-4, real, fake, mask)
                     .unwrap()
@@ -433,10 +438,13 @@ mod tests {
         let overrides: Vec<String> = std::env::var("ATOP_TEST_SET").into_iter().collect();
         let cfg = crate::config::RunConfig::parse(&text, &overrides).unwrap();
         let device = Device::flex().autodiff();
-        device.seed(11);
         let images = fashion_mnist(&device);
-        let purifier = cfg.purifier.init(&device).unwrap();
-        let disc = cfg.discriminator_config().init(&device).unwrap();
+        let (purifier, disc) = with_backend_seed(&device, 11, || {
+            (
+                cfg.purifier.init(&device).unwrap(),
+                cfg.discriminator_config().init(&device).unwrap(),
+            )
+        });
         let mut training = PurifierTraining::new(purifier, Some(disc), &cfg.pretrain);
         let mut rng = atop::rng::seeded(5);
         let batch = 8;

@@ -462,8 +462,7 @@ fn purifiers_learn_to_reconstruct_a_batch() {
     use burn::optim::{AdamConfig, GradientsParams};
     for cfg in [small_gan(1), small_ae(1)] {
         let d = device().autodiff();
-        d.seed(1);
-        let mut purifier = cfg.init(&d).unwrap();
+        let mut purifier = atop::rng::with_backend_seed(&d, 1, || cfg.init(&d).unwrap());
         let x = images([8, 1, 28, 28], 3, &d).mul_scalar(0.5);
         let mask = images([8, 1, 28, 28], 4, &d).greater_elem(0.75).float();
         let input = x.clone() * mask.clone().neg().add_scalar(1.0);
