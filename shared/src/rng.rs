@@ -16,21 +16,47 @@ pub fn seeded(seed: u64) -> AtopRng {
 
 /// burn keeps one random generator per backend and process, and models
 /// initialise from it. Seeding it and drawing from it happen under this lock,
-/// so that two threads (tests run in parallel) cannot interleave their draws
-/// and a seed replays the same weights.
+/// so that two threads (tests run in parallel, each loading or building
+/// models) cannot interleave their draws and a seed replays the same weights.
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Seeds the backend's generator and runs `draw` (model initialisation,
-/// random tensors) while no other caller of this function can use it.
+std::thread_local! {
+    /// Whether this thread holds [`BACKEND_RNG`] (so nested calls do not
+    /// lock it twice).
+    static HOLDS_BACKEND_RNG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `draw` (model initialisation, random tensors) while no other thread
+/// draws from the backend's generator. Every model's `init` goes through
+/// it; nested calls on one thread run directly.
+pub fn backend_draws<T>(draw: impl FnOnce() -> T) -> T {
+    if HOLDS_BACKEND_RNG.get() {
+        return draw();
+    }
+    // A panic while held poisons nothing we keep: the lock guards no data.
+    let _held = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HOLDS_BACKEND_RNG.set(false);
+        }
+    }
+    HOLDS_BACKEND_RNG.set(true);
+    let _release = Release;
+    draw()
+}
+
+/// Seeds the backend's generator and runs `draw` under [`backend_draws`],
+/// so that the seed alone decides what `draw` gets.
 pub fn with_backend_seed<T>(
     device: &burn::tensor::Device,
     seed: u64,
     draw: impl FnOnce() -> T,
 ) -> T {
-    // A panic while held poisons nothing we keep: the lock guards no data.
-    let _held = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    draw()
+    backend_draws(|| {
+        device.seed(seed);
+        draw()
+    })
 }
 
 /// A child generator for an independent stream, e.g. one per evaluation draw,

@@ -73,7 +73,13 @@ impl AutoencoderConfig {
         Ok(())
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<ConvAutoencoder> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<ConvAutoencoder> {
         self.validate()?;
         let w = self.width;
         Ok(ConvAutoencoder {

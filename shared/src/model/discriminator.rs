@@ -46,7 +46,13 @@ impl Default for DiscriminatorConfig {
 }
 
 impl DiscriminatorConfig {
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<Discriminator> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<Discriminator> {
         if self.cnum == 0 || !matches!(self.image_channels, 1 | 3) {
             return Err(AtopError::config(
                 "discriminator",

@@ -68,7 +68,13 @@ impl InpainterConfig {
         Ok(())
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<InpaintGenerator> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<InpaintGenerator> {
         self.validate()?;
         Ok(InpaintGenerator {
             stage1: CoarseStage::new(self, device),

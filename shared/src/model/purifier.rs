@@ -45,7 +45,13 @@ impl PurifierConfig {
         }
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<Purifier> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<Purifier> {
         Ok(match self {
             PurifierConfig::Gan(c) => Purifier::Gan(c.init(device)?),
             PurifierConfig::Ae(c) => Purifier::Ae(c.init(device)?),

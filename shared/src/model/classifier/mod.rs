@@ -100,7 +100,13 @@ impl ClassifierConfig {
         }
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<Classifier> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<Classifier> {
         Ok(match self {
             ClassifierConfig::SmallCnn(c) => Classifier::SmallCnn(c.init(device)?),
             ClassifierConfig::ResNet18(c) => Classifier::ResNet18(c.init(device)?),

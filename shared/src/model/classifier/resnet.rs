@@ -33,7 +33,13 @@ impl ResNet18Config {
         }
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<ResNet18> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<ResNet18> {
         self.normalization.validate(self.image_channels)?;
         if self.num_classes < 2 || self.width == 0 {
             return Err(AtopError::config(

@@ -39,7 +39,13 @@ impl SmallCnnConfig {
         }
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<SmallCnn> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<SmallCnn> {
         self.normalization.validate(self.image_channels)?;
         let [h, w] = self.image_size;
         if h % 4 != 0 || w % 4 != 0 || h == 0 || w == 0 {

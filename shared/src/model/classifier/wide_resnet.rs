@@ -37,7 +37,13 @@ impl WideResNetConfig {
         }
     }
 
+    /// A model with burn's default initialisation, drawn from the backend's
+    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<WideResNet> {
+        crate::rng::backend_draws(|| self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<WideResNet> {
         self.normalization.validate(self.image_channels)?;
         if self.depth < 10 || !(self.depth - 4).is_multiple_of(6) || self.widen_factor == 0 {
             return Err(AtopError::config(
