@@ -28,10 +28,12 @@ protocol=${STUDY_PROTOCOL:-configs/protocols/fmnist-recipe-validation.toml}
 [ -x "$atop" ] || { echo "recipe-study: no atop binary at $atop (cargo build -p atop-trainer, or set ATOP)" >&2; exit 2; }
 
 # Every variant changes one thing from the study's base: the quickstart's
-# models and transform with the paper's AToP (FGSM on the classifier alone,
-# λ 0.1), pinned here so that the quickstart's own fine-tuning recipe (since
-# chosen by this study: PGD-5 through the defense) does not move the base.
-base=(finetune.attack=fgsm finetune.attack_through=classifier finetune.attack_steps=1 finetune.lambda=0.1)
+# classifier and transform with the GAN inpainter and the paper's AToP (FGSM
+# on the classifier alone, λ 0.1), pinned here so that the quickstart's own
+# recipe (since chosen by this study: the conv AE, PGD-5 through the
+# defense) does not move the base.
+base=('purifier={kind="gan",image_channels=1,cnum=16}'
+  finetune.attack=fgsm finetune.attack_through=classifier finetune.attack_steps=1 finetune.lambda=0.1)
 
 # name|--set overrides (space-separated key=value), shared by pretrain and
 # finetune, applied after the base's (the later value wins).

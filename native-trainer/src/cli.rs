@@ -110,8 +110,9 @@ pub struct QuickstartArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// The pre-trained purifier that fine-tuning starts from (made by
-    /// `atop pretrain --config configs/fmnist-pretrain.toml`).
-    #[arg(long, default_value = "models/fmnist-purifier.safetensors")]
+    /// `atop pretrain --config configs/fmnist-pretrain.toml`; the GAN's
+    /// is models/fmnist-gan-purifier.safetensors).
+    #[arg(long, default_value = "models/fmnist-ae-purifier.safetensors")]
     pub purifier: PathBuf,
     /// Pre-train the purifier from scratch with the run configuration
     /// instead of starting from --purifier.

@@ -82,7 +82,13 @@ fn tiny_config(data_dir: &Path) -> String {
     set(&mut table, "data.validation_fraction", Float(0.1));
     set(&mut table, "data.validation_limit", Integer(8));
     set(&mut table, "classifier.width", Integer(4));
-    set(&mut table, "purifier.cnum", Integer(4));
+    // The GAN inpainter (the shipped configuration's AE has no
+    // discriminator), so that these tests cover every GAN stage.
+    let gan: toml::Value =
+        toml::from_str::<toml::Table>(r#"p = { kind = "gan", image_channels = 1, cnum = 4 }"#)
+            .unwrap()["p"]
+            .clone();
+    set(&mut table, "purifier", gan);
     set(&mut table, "discriminator.cnum", Integer(4));
     for stage in ["train_classifier", "pretrain", "finetune"] {
         set(&mut table, &format!("{stage}.epochs"), Integer(2));

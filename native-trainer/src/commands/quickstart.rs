@@ -170,8 +170,9 @@ fn shipped_purifier(
 mod tests {
     use super::*;
 
-    /// The repository's pre-trained purifier is what configs/fmnist-pretrain.toml
-    /// makes, and `atop quickstart` (configs/fmnist.toml) accepts it.
+    /// The repository's pre-trained purifier (the conv AE) is what
+    /// configs/fmnist-pretrain.toml makes, and `atop quickstart`
+    /// (configs/fmnist.toml) accepts it.
     #[test]
     fn the_shipped_purifier_comes_from_fmnist_pretrain_and_fits_the_quickstart() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -199,7 +200,7 @@ mod tests {
             differ("transform")
         );
         assert_eq!(quickstart.run, pretrain.run, "{}", differ("run"));
-        let path = root.join("models/fmnist-purifier.safetensors");
+        let path = root.join("models/fmnist-ae-purifier.safetensors");
         shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
         let artifact = pipeline::read_artifact(&path).unwrap();
         let training = &artifact.manifest.training;
@@ -216,21 +217,24 @@ mod tests {
         assert!(training["wall_seconds"].as_f64().unwrap() > 0.0);
     }
 
-    /// The repository's conv AE (the recipe study's pick) is accepted by the
-    /// quickstart with the AE override its docs give, and records that it
-    /// was made by fmnist-pretrain.toml's budget.
+    /// The repository's GAN inpainter is accepted by the quickstart with the
+    /// GAN override the configurations give, and records that it was made by
+    /// fmnist-pretrain.toml's budget.
     #[test]
-    fn the_shipped_ae_purifier_fits_the_quickstart_with_the_ae_override() {
+    fn the_shipped_gan_purifier_fits_the_quickstart_with_the_gan_override() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let ae = r#"purifier={kind="ae",image_channels=1,width=16}"#.to_string();
-        let quickstart =
-            RunConfig::load(&root.join("configs/fmnist.toml"), std::slice::from_ref(&ae)).unwrap();
-        let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[ae]).unwrap();
-        let path = root.join("models/fmnist-ae-purifier.safetensors");
+        let gan = r#"purifier={kind="gan",image_channels=1,cnum=16}"#.to_string();
+        let quickstart = RunConfig::load(
+            &root.join("configs/fmnist.toml"),
+            std::slice::from_ref(&gan),
+        )
+        .unwrap();
+        let pretrain = RunConfig::load(&root.join("configs/fmnist-pretrain.toml"), &[gan]).unwrap();
+        let path = root.join("models/fmnist-gan-purifier.safetensors");
         shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
-        // Without the override the GAN configuration refuses it.
-        let gan = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
-        assert!(shipped_purifier(&gan, &path, &Device::flex()).is_err());
+        // Without the override the AE configuration refuses it.
+        let ae = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
+        assert!(shipped_purifier(&ae, &path, &Device::flex()).is_err());
         let training = &pipeline::read_artifact(&path).unwrap().manifest.training;
         assert_eq!(recorded_pretrain(training), pretrain.pretrain);
     }
