@@ -85,7 +85,10 @@ run() {
   cat "$out/gpu.txt" >&2
   cd "$bundle"
   for batch in 32 256; do
-    timed "atop bench b$batch" ./atop bench --device "cuda:$gpu" --batch "$batch" --json "$out/bench-atop-b$batch.json"
+    # The recipe bench-vs-pytorch.py twins: the GAN and the paper's FGSM fine-tuning.
+    timed "atop bench b$batch" ./atop bench --device "cuda:$gpu" --batch "$batch" --json "$out/bench-atop-b$batch.json" \
+      --set 'purifier={kind="gan",image_channels=1,cnum=16}' \
+      --set finetune.attack=fgsm --set finetune.attack_through=classifier
     timed "pytorch bench b$batch" "$py" bench-vs-pytorch.py --device "cuda:$gpu" --batch "$batch" \
       --atop "$out/bench-atop-b$batch.json" > "$out/bench-b$batch.md"
     cat "$out/bench-b$batch.md"

@@ -89,6 +89,30 @@ fn classifier_train_step(
     Ok(())
 }
 
+/// The purifier's name in a row's name, so that figures of one purifier are
+/// never compared with another's (scripts/bench-vs-pytorch.py times the GAN).
+fn purifier_kind(config: &PurifierConfig) -> &'static str {
+    match config {
+        PurifierConfig::Gan(_) => "GAN",
+        PurifierConfig::Ae(_) => "AE",
+        PurifierConfig::Identity(_) => "identity",
+    }
+}
+
+/// The fine-tuning attack in a row's name, e.g. "FGSM on the classifier".
+fn training_attack_name(finetune: &crate::config::FinetuneConfig) -> String {
+    use crate::config::{AttackThrough, TrainingAttackKind};
+    let attack = match finetune.attack {
+        TrainingAttackKind::Fgsm => "FGSM".to_string(),
+        TrainingAttackKind::Pgd => format!("PGD-{}", finetune.attack_steps),
+    };
+    let through = match finetune.attack_through {
+        AttackThrough::Classifier => "the classifier",
+        AttackThrough::Defense => "the defense",
+    };
+    format!("{attack} on {through}")
+}
+
 /// One forward+backward through `purifier` of a fresh transform draw of `x`.
 fn purify_backward(
     purifier: &Purifier,
@@ -256,6 +280,7 @@ impl<'a> Bench<'a> {
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<Purifier> {
         let cfg = self.cfg;
+        let kind = purifier_kind(&cfg.purifier);
         let purifier = cfg.purifier.init(&self.ad)?;
         let disc = cfg.discriminator_config().init(&self.ad)?;
         let mut training = PurifierTraining::new(purifier, Some(disc), &cfg.pretrain);
@@ -267,23 +292,35 @@ impl<'a> Bench<'a> {
         };
         if wanted("pretrain") {
             let mut rng = seeded(1);
-            self.time("purifier pretrain step", 1, self.repeats, || {
-                let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
-                training.step(batch_of(t), 1e-4, GanTerm::Live)?;
-                Ok(())
-            })?;
+            self.time(
+                &format!("purifier pretrain step ({kind})"),
+                1,
+                self.repeats,
+                || {
+                    let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x.clone())?);
+                    training.step(batch_of(t), 1e-4, GanTerm::Live)?;
+                    Ok(())
+                },
+            )?;
         }
         if wanted("forward") {
             let mut rng = seeded(4);
             let p = training.purifier().clone();
-            self.time("purifier forward+backward", 1, self.repeats, || {
-                purify_backward(&p, &transform, &mut rng, &x)
-            })?;
+            self.time(
+                &format!("purifier forward+backward ({kind})"),
+                1,
+                self.repeats,
+                || purify_backward(&p, &transform, &mut rng, &x),
+            )?;
         }
         if wanted("finetune") {
             let mut rng = seeded(2);
             let fcfg = cfg.finetune.clone();
-            self.time("AToP finetune step", 1, self.repeats, || {
+            let name = format!(
+                "AToP finetune step ({kind}, {})",
+                training_attack_name(&fcfg)
+            );
+            self.time(&name, 1, self.repeats, || {
                 let x_adv = training_attack(&fcfg, frozen, None, x.clone(), &labels, &mut rng)?;
                 let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x_adv)?);
                 training.step_with(batch_of(t), 1e-4, GanTerm::Live, |purified| {
@@ -319,7 +356,11 @@ impl<'a> Bench<'a> {
             frozen.clone(),
         );
         let target = DefenseTarget::new(&defense, GradientMode::Full);
-        self.time("PGD step (defense, EOT 1)", 1, self.repeats, || {
+        let name = format!(
+            "PGD step (defense, {}, EOT 1)",
+            purifier_kind(&self.cfg.purifier)
+        );
+        self.time(&name, 1, self.repeats, || {
             pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
             Ok(())
         })
