@@ -19,7 +19,7 @@ use atop::model::classifier::{ResNet18Config, WideResNetConfig};
 use atop::model::{Classifier, ClassifierConfig, InpainterConfig, Purifier, PurifierConfig};
 use atop::transform::{TransformConfig, TransformedImage};
 
-use crate::config::{GanTerm, RunConfig};
+use crate::config::{AttackThrough, GanTerm, RunConfig};
 use crate::train::blocks::{Held, adam, cross_entropy, first_pass};
 use crate::train::finetune::training_attack;
 use crate::train::pretrain::{LossTerm, PurifierBatch, PurifierTraining};
@@ -76,6 +76,34 @@ fn selected(only: Option<&str>, name: &str) -> bool {
     only.is_none_or(|o| name.contains(o))
 }
 
+/// Refuses an `--only` that selects nothing, before anything is timed (an
+/// empty table would read as a bench that ran).
+fn check_only(only: Option<&str>, names: &[&str]) -> Result<()> {
+    match only {
+        Some(o) if !names.iter().any(|n| selected(only, n)) => anyhow::bail!(
+            "--only {o:?} selects no benchmark; the names it is matched against: {}",
+            names.join(", ")
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The groups `--only` picks from at the quickstart's scale.
+const FMNIST_GROUPS: [&str; 6] = [
+    "classifier",
+    "pretrain",
+    "forward",
+    "finetune",
+    "pgd",
+    "attack",
+];
+/// The rows of the CIFAR scale.
+const CIFAR_ROWS: [&str; 3] = [
+    "WRN-28-10 train step (32x32)",
+    "ResNet-18 train step (32x32)",
+    "inpainter cnum 48 forward+backward (256x256)",
+];
+
 /// One training step of `classifier` on `(x, labels)`: cross-entropy, Adam.
 fn classifier_train_step(
     classifier: &mut Held<Classifier>,
@@ -101,7 +129,7 @@ fn purifier_kind(config: &PurifierConfig) -> &'static str {
 
 /// The fine-tuning attack in a row's name, e.g. "FGSM on the classifier".
 fn training_attack_name(finetune: &crate::config::FinetuneConfig) -> String {
-    use crate::config::{AttackThrough, TrainingAttackKind};
+    use crate::config::TrainingAttackKind;
     let attack = match finetune.attack {
         TrainingAttackKind::Fgsm => "FGSM".to_string(),
         TrainingAttackKind::Pgd => format!("PGD-{}", finetune.attack_steps),
@@ -144,6 +172,7 @@ pub fn run_cifar_scale(
     repeats: usize,
     only: Option<&str>,
 ) -> Result<Vec<BenchRow>> {
+    check_only(only, &CIFAR_ROWS)?;
     let wanted = |n: &str| selected(only, n);
     let ad = device.clone().autodiff();
     ad.seed(777);
@@ -154,11 +183,11 @@ pub fn run_cifar_scale(
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
     let classifiers = [
         (
-            "WRN-28-10 train step (32x32)",
+            CIFAR_ROWS[0],
             ClassifierConfig::WideResnet(WideResNetConfig::wrn_28_10()),
         ),
         (
-            "ResNet-18 train step (32x32)",
+            CIFAR_ROWS[1],
             ClassifierConfig::ResNet18(ResNet18Config::cifar10()),
         ),
     ];
@@ -173,7 +202,7 @@ pub fn run_cifar_scale(
             classifier_train_step(&mut classifier, &mut optim, &x, &labels)
         })?);
     }
-    let name = "inpainter cnum 48 forward+backward (256x256)";
+    let name = CIFAR_ROWS[2];
     if wanted(name) {
         // The paper's generator on the paper's path: RT2 (8x8 cells) at 256x256.
         let purifier = PurifierConfig::Gan(InpainterConfig::default()).init(&ad)?;
@@ -206,6 +235,7 @@ pub fn run(
     repeats: usize,
     only: Option<&str>,
 ) -> Result<Vec<BenchRow>> {
+    check_only(only, &FMNIST_GROUPS)?;
     let mut bench = Bench::new(cfg, device, batch, repeats);
     let wanted = |n: &str| selected(only, n);
     let classifier = bench.classifier_step(wanted("classifier"))?.freeze();
@@ -314,6 +344,10 @@ impl<'a> Bench<'a> {
             )?;
         }
         if wanted("finetune") {
+            // burn initialises parameters lazily, and one that a clone
+            // shares is frozen with the clone: materialise them before the
+            // attack takes its frozen copy, or the purifier stops training.
+            atop::params::export_params(training.purifier(), &[]);
             let mut rng = seeded(2);
             let fcfg = cfg.finetune.clone();
             let name = format!(
@@ -321,13 +355,29 @@ impl<'a> Bench<'a> {
                 training_attack_name(&fcfg)
             );
             self.time(&name, 1, self.repeats, || {
-                let x_adv = training_attack(&fcfg, frozen, None, x.clone(), &labels, &mut rng)?;
+                // As the fine-tuning stage does: an attack through the
+                // defense sees the purifier as it is at this step.
+                let defense = (fcfg.attack_through == AttackThrough::Defense).then(|| {
+                    Defense::new(
+                        transform.clone(),
+                        training.purifier().clone().freeze(),
+                        frozen.clone(),
+                    )
+                });
+                let x_adv = training_attack(
+                    &fcfg,
+                    frozen,
+                    defense.as_ref(),
+                    x.clone(),
+                    &labels,
+                    &mut rng,
+                )?;
                 let t = first_pass(transform.draw(&mut rng, x.dims())?.apply(x_adv)?);
                 training.step_with(batch_of(t), 1e-4, GanTerm::Live, |purified| {
                     let ce = cross_entropy(frozen.forward(purified)?, &labels);
                     Ok(vec![LossTerm {
                         name: "ce",
-                        value: ce.mul_scalar(0.1),
+                        value: ce.mul_scalar(fcfg.lambda),
                     }])
                 })?;
                 Ok(())

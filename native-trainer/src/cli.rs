@@ -203,7 +203,10 @@ pub struct BenchArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 10)]
     pub repeats: usize,
-    /// Only the benchmarks whose name contains this word.
+    /// Only the benchmarks whose name contains this word: at the
+    /// quickstart's scale a group (classifier, pretrain, forward, finetune,
+    /// pgd, attack), at the CIFAR scale a row's name; one that selects
+    /// nothing is refused.
     #[arg(long)]
     pub only: Option<String>,
     /// `fmnist`: the configuration's models at their size (the default).

@@ -318,5 +318,13 @@ fn bench_at_cifar_scale_writes_the_named_rows() {
     assert!(rows[0]["median_ms"].as_f64().unwrap() > 0.0);
     let (ok, _, stderr) = atop(&["bench", "--scale", "imagenet"]);
     assert!(!ok && stderr.contains("imagenet"), "{stderr}");
+    // A row's full name at the quickstart's scale selects nothing there
+    // (it picks groups): refused, naming the groups, before any timing.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/fmnist.toml");
+    let (ok, _, stderr) = atop(&["bench", "--config", config, "--only", "forward+backward"]);
+    assert!(
+        !ok && stderr.contains("forward+backward") && stderr.contains("finetune"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
