@@ -7,10 +7,11 @@ same machine, and prints the ratio atop/PyTorch per benchmark.
       --set finetune.attack=fgsm --set finetune.attack_through=classifier
     python3 scripts/bench-vs-pytorch.py --atop runs/bench-atop.json
 
-The --set flags give the recipe twinned here: the GAN inpainter and the
-paper's FGSM on the classifier (the quickstart's own recipe is the conv AE
-with PGD-5 through the defense). Row names carry both, so figures of another
-recipe are never set against these.
+The --set flags give the GAN recipe twinned here: the GAN inpainter and
+the paper's FGSM on the classifier. The quickstart's own recipe (the conv
+AE, PGD-5 through the defense, λ 0.5) is twinned too: plain `atop bench`
+gives its rows. Row names carry the purifier and the attack, so figures of
+one recipe are never set against another's.
 
 `--scale cifar` times the rows of `atop bench --scale cifar` (WRN-28-10 and
 ResNet-18 training steps at 32x32, the cnum-48 inpainter at 256x256).
@@ -128,6 +129,36 @@ class Generator(nn.Module):
             x = layer(x)
         x2 = torch.tanh(x)
         return ((x1 + 1) / 2)[:, :, :h, :w], ((x2 + 1) / 2)[:, :, :h, :w]
+
+
+class ConvAE(nn.Module):
+    """The conv U-Net AE purifier (shared/src/model/autoencoder.rs), width 16."""
+
+    def __init__(self, ch=1, w=16):
+        super().__init__()
+
+        def double(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU(), nn.Conv2d(cout, cout, 3, 1, 1), nn.ReLU())
+        self.enc1, self.down1 = double(ch + 2, w), nn.Conv2d(w, 2 * w, 3, 2, 1)
+        self.enc2, self.down2 = double(2 * w, 2 * w), nn.Conv2d(2 * w, 4 * w, 3, 2, 1)
+        self.bottleneck, self.up2 = double(4 * w, 4 * w), nn.Conv2d(4 * w, 2 * w, 3, 1, 1)
+        self.dec2, self.up1 = double(4 * w, 2 * w), nn.Conv2d(2 * w, w, 3, 1, 1)
+        self.dec1, self.to_image = double(2 * w, w), nn.Conv2d(w, ch, 1)
+
+    def forward(self, image, mask):
+        h, w = image.shape[2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        frame = F.pad(torch.ones_like(mask), (0, pw, 0, ph))
+        image, mask = F.pad(image, (0, pw, 0, ph)), F.pad(mask, (0, pw, 0, ph), value=1.0)
+        x = torch.cat([(image * 2 - 1) * (1 - mask), frame, mask], 1)
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.relu(self.down1(e1)))
+        b = self.bottleneck(F.relu(self.down2(e2)))
+        u2 = F.relu(self.up2(F.interpolate(b, scale_factor=2, mode="nearest")))
+        d2 = self.dec2(torch.cat([u2, e2], 1))
+        u1 = F.relu(self.up1(F.interpolate(d2, scale_factor=2, mode="nearest")))
+        d1 = self.dec1(torch.cat([u1, e1], 1))
+        return ((torch.tanh(self.to_image(d1)) + 1) / 2)[:, :, :h, :w]
 
 
 class Discriminator(nn.Module):
@@ -380,6 +411,52 @@ def main():
     def pgd_defense():
         fgsm(defense, x, 8 / 255)
     rows.append(timed("PGD step (defense, GAN, EOT 1)", b, pgd_defense, args.repeats))
+
+    # The quickstart's own recipe: the conv AE (L1 alone, no discriminator),
+    # fine-tuned against PGD-5 through the whole defense with λ 0.5.
+    ae = ConvAE().to(dev)
+    opt_ae = torch.optim.Adam(ae.parameters(), 1e-4, betas=(0.5, 0.999))
+
+    def ae_step(inp, mask, target, extra=None):
+        opt_ae.zero_grad()
+        out = ae(inp, mask)
+        loss = (2 * out - 2 * target).abs().mean()
+        if extra is not None:
+            loss = loss + extra(out)
+        loss.backward()
+        opt_ae.step()
+
+    def ae_pretrain_step():
+        inp, mask = rt2(x, gen)
+        ae_step(inp, mask, x)
+    rows.append(timed("purifier pretrain step (AE)", b, ae_pretrain_step, args.repeats))
+
+    def ae_forward_backward():
+        inp, mask = rt2(x, gen)
+        ae(inp, mask).mean().backward()
+    rows.append(timed("purifier forward+backward (AE)", b, ae_forward_backward, args.repeats))
+
+    def ae_defense(xa):
+        inp, mask = rt2(xa, gen)
+        return f(ae(inp, mask))
+
+    def pgd_through_ae(x0, eps=0.1, steps=5):
+        xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)
+        for _ in range(steps):
+            xa.requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(ae_defense(xa), y), xa)
+            xa = torch.min(torch.max(xa.detach() + 2.5 * eps / steps * grad.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+        return xa.detach()
+
+    def ae_finetune_step():
+        x_adv = pgd_through_ae(x)
+        inp, mask = rt2(x_adv, gen)
+        ae_step(inp, mask, x, lambda out: 0.5 * F.cross_entropy(f(out), y))
+    rows.append(timed("AToP finetune step (AE, PGD-5 on the defense)", b, ae_finetune_step, args.repeats))
+
+    def pgd_ae_defense():
+        fgsm(ae_defense, x, 8 / 255)
+    rows.append(timed("PGD step (defense, AE, EOT 1)", b, pgd_ae_defense, args.repeats))
 
     # Whole attacks on the classifier: torchattacks, when installed (its
     # torchvision pin may want another torch: use a venv of its own).

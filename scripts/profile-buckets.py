@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Buckets the samples of a `perf script` dump (recorded with call graphs)
+by the tensor op each sample was running, for docs/results/performance-profile.md.
+
+    perf record -F 199 --call-graph dwarf,16384 -o perf.data \
+      atop bench --only NAME --repeats 5
+    perf script -i perf.data | python3 scripts/profile-buckets.py [--top 12]
+
+Each sample's stack is walked from the leaf towards the root; the first
+frame that names an op decides its bucket:
+
+* pure-Rust flex: `burn_flex::ops::<module>` (conv, conv_transpose, unary,
+  binary, mask, matmul, reduce, ...), marked "backward" when an autodiff
+  backward frame is on the same stack (e.g. conv under a backward frame is
+  the convolution's weight or data gradient);
+* LibTorch: the ATen op, `at::_ops::<op>::call` (convolution_backward,
+  masked_fill, mul_Tensor, ...);
+* otherwise the leaf's library: libgomp (OpenMP threads waiting), the
+  kernel (page faults, zeroing fresh memory, scheduling), rayon (idle
+  workers), or "other".
+"""
+import argparse
+import collections
+import re
+import sys
+
+FLEX_OP = re.compile(r"burn_flex::ops::(\w+)")
+ATEN_OP = re.compile(r"at::_ops::(\w+)::(?:call|redispatch)")
+BACKWARD = re.compile(r"burn_autodiff.*(?:backward|Backward)|Backward<")
+
+
+def samples(lines):
+    """Yields each sample's frames (leaf first) as (symbol, library) pairs."""
+    frames = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            if frames:
+                yield frames
+            frames = []
+            continue
+        if line[0] in " \t":
+            # "\t    addr symbol+off (library)"
+            parts = line.strip().split(" ", 1)
+            rest = parts[1] if len(parts) > 1 else ""
+            lib = ""
+            m = re.search(r"\(([^()]*)\)\s*$", rest)
+            if m:
+                lib = m.group(1)
+                rest = rest[: m.start()].strip()
+            frames.append((rest, lib))
+    if frames:
+        yield frames
+
+
+def bucket(frames):
+    backward = any(BACKWARD.search(sym) for sym, _ in frames)
+    for sym, _ in frames:
+        m = FLEX_OP.search(sym)
+        if m:
+            return f"flex {m.group(1)}" + (" (backward)" if backward else "")
+        m = ATEN_OP.search(sym)
+        if m:
+            return f"aten {m.group(1)}"
+    sym, lib = frames[0]
+    if "libgomp" in lib:
+        return "libgomp (OpenMP wait)"
+    if "kernel" in lib or sym.startswith("[unknown]") and "kernel" in lib:
+        return "kernel"
+    if any("rayon" in s for s, _ in frames):
+        return "rayon (no op frame reached)"
+    return "other"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--top", type=int, default=14, help="buckets to list; the rest are summed")
+    args = ap.parse_args()
+    counts = collections.Counter(bucket(f) for f in samples(sys.stdin))
+    total = sum(counts.values())
+    if total == 0:
+        sys.exit("profile-buckets: no samples on stdin (perf script output expected)")
+    print(f"| where ({total} samples) | share |\n|---|---|")
+    shown = counts.most_common(args.top)
+    for name, n in shown:
+        print(f"| {name} | {100 * n / total:.1f}% |")
+    rest = total - sum(n for _, n in shown)
+    if rest:
+        print(f"| everything else | {100 * rest / total:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
