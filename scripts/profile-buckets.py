@@ -15,8 +15,12 @@ frame that names an op decides its bucket:
   the convolution's weight or data gradient);
 * LibTorch: the ATen op, `at::_ops::<op>::call` (convolution_backward,
   masked_fill, mul_Tensor, ...);
-* otherwise the leaf's library: libgomp (OpenMP threads waiting), the
-  kernel (page faults, zeroing fresh memory, scheduling), rayon (idle
+* otherwise the leaf: oneDNN's named code, ATen's elementwise loops on
+  OpenMP workers (their stacks stop before the op frame), code generated
+  at run time (oneDNN's JIT
+  convolution kernels, which perf cannot unwind out of), start-up
+  (dynamic loading, op registration), libgomp (OpenMP threads waiting),
+  the kernel (page faults, zeroing fresh memory, scheduling), rayon (idle
   workers), or "other".
 """
 import argparse
@@ -26,6 +30,7 @@ import sys
 
 FLEX_OP = re.compile(r"burn_flex::ops::(\w+)")
 ATEN_OP = re.compile(r"at::_ops::(\w+)::(?:call|redispatch)")
+START_UP = re.compile(r"_dl_|OperatorEntry|RegistrationHandle|FunctionSchema|registerKernel")
 BACKWARD = re.compile(r"burn_autodiff.*(?:backward|Backward)|Backward<")
 
 
@@ -63,6 +68,18 @@ def bucket(frames):
         if m:
             return f"aten {m.group(1)}"
     sym, lib = frames[0]
+    if re.search(r"perf-\d+\.map", lib):
+        # Code generated at run time (oneDNN's JIT convolution kernels):
+        # perf cannot unwind out of it, so no op frame is seen.
+        return "JIT-compiled kernels (oneDNN convolutions)"
+    if "dnnl::" in sym:
+        return "oneDNN convolution code (im2col, reorders)"
+    if "callback_fn<at::" in sym or "mkl_vml" in sym:
+        # ATen's elementwise loops on OpenMP workers, whose stacks stop
+        # before the op frame.
+        return "ATen elementwise loops (worker threads)"
+    if "ld-linux" in lib or START_UP.search(sym):
+        return "start-up (library loading, op registration)"
     if "libgomp" in lib:
         return "libgomp (OpenMP wait)"
     if "kernel" in lib or sym.startswith("[unknown]") and "kernel" in lib:

@@ -9,10 +9,12 @@
 # for LibTorch). OUT/<group>.md gets each group's table, OUT/<group>.data
 # the raw samples. Groups: classifier, pretrain, forward, finetune, pgd.
 # Needs perf (linux-perf) and permission to record (root, or
-# kernel.perf_event_paranoid <= 1).
+# kernel.perf_event_paranoid <= 1). PERF_SCRIPT_FLAGS goes to `perf script`:
+# `--no-inline` for a LibTorch build, whose libraries take perf's addr2line
+# hours to resolve inline frames for (ATen's op frames are not inlined).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,16p' "$0"; exit 2; }
 atop=$1
 out=$2
 shift 2
@@ -27,7 +29,8 @@ for group in classifier pretrain forward finetune pgd; do
     echo
     grep -E "median" "$out/$group.log" | sed 's/^/    /'
     echo
-    perf script -i "$out/$group.data" 2>/dev/null | python3 scripts/profile-buckets.py
+    # shellcheck disable=SC2086
+    perf script ${PERF_SCRIPT_FLAGS:-} -i "$out/$group.data" 2>/dev/null | python3 scripts/profile-buckets.py
     echo
   } > "$out/$group.md"
   cat "$out/$group.md"
