@@ -28,7 +28,8 @@ std::thread_local! {
 
 /// Runs `draw` (model initialisation, random tensors) while no other thread
 /// draws from the backend's generator. Every model's `init` goes through
-/// it; nested calls on one thread run directly.
+/// it and draws its parameters there (burn would draw them lazily, at
+/// first use, outside any lock); nested calls on one thread run directly.
 pub fn backend_draws<T>(draw: impl FnOnce() -> T) -> T {
     if HOLDS_BACKEND_RNG.get() {
         return draw();

@@ -426,14 +426,15 @@ mod tests {
     /// discriminator still tells real from purified after step 65, where it
     /// stalled with DeepFillv2's adversarial weight of 1
     /// (docs/results/discriminator-study.md; `ATOP_TEST_SET=pretrain.gan_weight=1`
-    /// runs that recipe, and the test then fails: stalled in 25 of the 35
-    /// late steps; the shipped recipe stalls in 12 of them, under the
-    /// warning's half).
+    /// runs that recipe, and the test then fails: stalled in all 35 late
+    /// steps; the shipped recipe stalls in 1 of them, under the warning's
+    /// half).
     ///
     /// It runs alone in a child process: beside the other tests of this
     /// binary its figures did not replay (2, 3, 19 and 28 stalled steps in
-    /// four runs; a GAN this short amplifies any change in the order sums
-    /// are taken in), alone they do, run after run.
+    /// four runs, while parameters still drew their values lazily at first
+    /// use, outside `backend_draws`), alone they do, run after run; a GAN
+    /// this short amplifies any difference, so it stays alone.
     #[test]
     fn on_real_fashion_mnist_the_shipped_recipe_keeps_the_discriminator_alive() {
         let name = "train::pretrain::tests::shipped_recipe_discriminator_health";

@@ -17,6 +17,24 @@ pub use gated_conv::{GateActivation, GatedConv2d};
 pub use inpainter::{InpaintGenerator, InpainterConfig, InpainterOutput};
 pub use purifier::{IdentityConfig, IdentityPurifier, Purified, Purifier, PurifierConfig};
 
+/// Forces burn's lazily initialised parameters to draw their values now, in
+/// the module's field order, instead of at their first use: `init` runs this
+/// under [`crate::rng::backend_draws`], so a seed set before it decides the
+/// weights whatever other threads draw later.
+pub(crate) fn materialize<M: burn::module::Module>(module: M) -> M {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+    module
+}
+
 /// Refuses a model size past `max`. Configurations come from artifacts
 /// and files as well as from code, and a hostile width must be an error,
 /// not an allocation of gigabytes (batch-norm statistics are allocated at

@@ -34,9 +34,10 @@ impl ResNet18Config {
     }
 
     /// A model with burn's default initialisation, drawn from the backend's
-    /// generator while no other thread draws from it ([`crate::rng::backend_draws`]).
+    /// generator here (not lazily at first use) while no other thread draws
+    /// from it ([`crate::rng::backend_draws`]).
     pub fn init(&self, device: &Device) -> Result<ResNet18> {
-        crate::rng::backend_draws(|| self.init_unlocked(device))
+        crate::rng::backend_draws(|| self.init_unlocked(device).map(crate::model::materialize))
     }
 
     fn init_unlocked(&self, device: &Device) -> Result<ResNet18> {
