@@ -344,10 +344,6 @@ impl<'a> Bench<'a> {
             )?;
         }
         if wanted("finetune") {
-            // burn initialises parameters lazily, and one that a clone
-            // shares is frozen with the clone: materialise them before the
-            // attack takes its frozen copy, or the purifier stops training.
-            atop::params::export_params(training.purifier(), &[]);
             let mut rng = seeded(2);
             let fcfg = cfg.finetune.clone();
             let name = format!(
