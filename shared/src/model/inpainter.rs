@@ -68,11 +68,10 @@ impl InpainterConfig {
         Ok(())
     }
 
-    /// A model with burn's default initialisation, drawn from the backend's
-    /// generator here (not lazily at first use) while no other thread draws
-    /// from it ([`crate::rng::backend_draws`]).
+    /// A model with burn's default initialisation, its parameters drawn here
+    /// (`crate::model::init_drawn`).
     pub fn init(&self, device: &Device) -> Result<InpaintGenerator> {
-        crate::rng::backend_draws(|| self.init_unlocked(device).map(crate::model::materialize))
+        crate::model::init_drawn(|| self.init_unlocked(device))
     }
 
     fn init_unlocked(&self, device: &Device) -> Result<InpaintGenerator> {

@@ -17,11 +17,18 @@ pub use gated_conv::{GateActivation, GatedConv2d};
 pub use inpainter::{InpaintGenerator, InpainterConfig, InpainterOutput};
 pub use purifier::{IdentityConfig, IdentityPurifier, Purified, Purifier, PurifierConfig};
 
-/// Forces burn's lazily initialised parameters to draw their values now, in
-/// the module's field order, instead of at their first use: `init` runs this
-/// under [`crate::rng::backend_draws`], so a seed set before it decides the
-/// weights whatever other threads draw later.
-pub(crate) fn materialize<M: burn::module::Module>(module: M) -> M {
+/// Builds a model and draws all its parameters now, in field order, under
+/// [`crate::rng::backend_draws`], instead of lazily at their first use
+/// outside any lock: a seed set before `init` then decides the weights
+/// whatever other threads draw later. Every model's `init` goes through it.
+pub(crate) fn init_drawn<M: burn::module::Module>(
+    build: impl FnOnce() -> crate::error::Result<M>,
+) -> crate::error::Result<M> {
+    crate::rng::backend_draws(|| build().map(materialize))
+}
+
+/// Forces burn's lazily initialised parameters to draw their values now.
+fn materialize<M: burn::module::Module>(module: M) -> M {
     struct Touch;
     impl burn::module::ModuleVisitor for Touch {
         fn visit_float<const D: usize>(

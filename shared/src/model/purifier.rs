@@ -45,14 +45,9 @@ impl PurifierConfig {
         }
     }
 
-    /// A model with burn's default initialisation, drawn from the backend's
-    /// generator here (not lazily at first use) while no other thread draws
-    /// from it ([`crate::rng::backend_draws`]).
+    /// A model with burn's default initialisation (each variant's own `init`
+    /// draws its parameters, see `crate::model::init_drawn`).
     pub fn init(&self, device: &Device) -> Result<Purifier> {
-        crate::rng::backend_draws(|| self.init_unlocked(device).map(crate::model::materialize))
-    }
-
-    fn init_unlocked(&self, device: &Device) -> Result<Purifier> {
         Ok(match self {
             PurifierConfig::Gan(c) => Purifier::Gan(c.init(device)?),
             PurifierConfig::Ae(c) => Purifier::Ae(c.init(device)?),

@@ -100,14 +100,9 @@ impl ClassifierConfig {
         }
     }
 
-    /// A model with burn's default initialisation, drawn from the backend's
-    /// generator here (not lazily at first use) while no other thread draws
-    /// from it ([`crate::rng::backend_draws`]).
+    /// A model with burn's default initialisation (each variant's own `init`
+    /// draws its parameters, see `crate::model::init_drawn`).
     pub fn init(&self, device: &Device) -> Result<Classifier> {
-        crate::rng::backend_draws(|| self.init_unlocked(device).map(crate::model::materialize))
-    }
-
-    fn init_unlocked(&self, device: &Device) -> Result<Classifier> {
         Ok(match self {
             ClassifierConfig::SmallCnn(c) => Classifier::SmallCnn(c.init(device)?),
             ClassifierConfig::ResNet18(c) => Classifier::ResNet18(c.init(device)?),
