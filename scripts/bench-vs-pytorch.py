@@ -375,15 +375,20 @@ def main():
         loss.backward()
         opt_g.step()
 
-    def pretrain_step():
-        inp, mask = rt2(x, gen)
-        purifier_step(inp, mask, x)
-    rows.append(timed("purifier pretrain step (GAN)", b, pretrain_step, args.repeats))
+    def purifier_rows(kind, purify, step):
+        """Times one purifier's pretrain and forward+backward rows; returns its
+        defense (RT2, the purifier, the classifier) for the attack rows."""
+        def pretrain_step():
+            inp, mask = rt2(x, gen)
+            step(inp, mask, x)
+        rows.append(timed(f"purifier pretrain step ({kind})", b, pretrain_step, args.repeats))
 
-    def forward_backward():
-        inp, mask = rt2(x, gen)
-        g(inp, mask)[1].mean().backward()
-    rows.append(timed("purifier forward+backward (GAN)", b, forward_backward, args.repeats))
+        def forward_backward():
+            purify(*rt2(x, gen)).mean().backward()
+        rows.append(timed(f"purifier forward+backward ({kind})", b, forward_backward, args.repeats))
+        return lambda xa: f(purify(*rt2(xa, gen)))
+
+    gan_defense = purifier_rows("GAN", lambda inp, mask: g(inp, mask)[1], purifier_step)
 
     for p in f.parameters():
         p.requires_grad_(False)
@@ -404,12 +409,8 @@ def main():
         fgsm(f, x, 8 / 255)
     rows.append(timed("PGD step (classifier)", b, pgd_classifier, args.repeats))
 
-    def defense(xa):
-        inp, mask = rt2(xa, gen)
-        return f(g(inp, mask)[1])
-
     def pgd_defense():
-        fgsm(defense, x, 8 / 255)
+        fgsm(gan_defense, x, 8 / 255)
     rows.append(timed("PGD step (defense, GAN, EOT 1)", b, pgd_defense, args.repeats))
 
     # The quickstart's own recipe: the conv AE (L1 alone, no discriminator),
@@ -426,19 +427,7 @@ def main():
         loss.backward()
         opt_ae.step()
 
-    def ae_pretrain_step():
-        inp, mask = rt2(x, gen)
-        ae_step(inp, mask, x)
-    rows.append(timed("purifier pretrain step (AE)", b, ae_pretrain_step, args.repeats))
-
-    def ae_forward_backward():
-        inp, mask = rt2(x, gen)
-        ae(inp, mask).mean().backward()
-    rows.append(timed("purifier forward+backward (AE)", b, ae_forward_backward, args.repeats))
-
-    def ae_defense(xa):
-        inp, mask = rt2(xa, gen)
-        return f(ae(inp, mask))
+    ae_defense = purifier_rows("AE", ae, ae_step)
 
     def pgd_through_ae(x0, eps=0.1, steps=5):
         xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps)).clamp(0, 1)
