@@ -9,6 +9,8 @@ by the tensor op each sample was running, for docs/results/performance-profile.m
 Each sample's stack is walked from the leaf towards the root; the first
 frame that names an op decides its bucket:
 
+* our convolution kernel: `atop_kernels::conv2d::<function>` (im2col,
+  col2im, the gemm calls inside conv2d_forward / conv2d_backward);
 * pure-Rust flex: `burn_flex::ops::<module>` (conv, conv_transpose, unary,
   binary, mask, matmul, reduce, ...), marked "backward" when an autodiff
   backward frame is on the same stack (e.g. conv under a backward frame is
@@ -29,6 +31,8 @@ import re
 import sys
 
 FLEX_OP = re.compile(r"burn_flex::ops::(\w+)")
+# Our own convolution (shared/src/kernels), added to flex as an extension.
+OUR_KERNEL = re.compile(r"atop_kernels::conv2d::(\w+)")
 ATEN_OP = re.compile(r"at::_ops::(\w+)::(?:call|redispatch)")
 START_UP = re.compile(r"_dl_|OperatorEntry|RegistrationHandle|FunctionSchema|registerKernel")
 BACKWARD = re.compile(r"burn_autodiff.*(?:backward|Backward)|Backward<")
@@ -61,6 +65,9 @@ def samples(lines):
 def bucket(frames):
     backward = any(BACKWARD.search(sym) for sym, _ in frames)
     for sym, _ in frames:
+        m = OUR_KERNEL.search(sym)
+        if m:
+            return f"atop conv2d: {m.group(1)}"
         m = FLEX_OP.search(sym)
         if m:
             return f"flex {m.group(1)}" + (" (backward)" if backward else "")

@@ -10,7 +10,9 @@
 //!   pipeline;
 //! * [`artifact`]: one `.safetensors` file with weights and a JSON manifest;
 //! * [`demo`]: the browser demo's one-image experiment and its permalink,
-//!   shared with the trainer's `atop attack`.
+//!   shared with the trainer's `atop attack`;
+//! * [`kernels`]: the models' convolution, which runs our own kernel
+//!   (crate `atop-kernels`) on burn's flex backend and burn's op elsewhere.
 //!
 //! Images are `[n, c, h, w]` f32 tensors in [0,1] everywhere in the public
 //! API. Nothing here touches the file system or the clock; randomness comes
@@ -23,6 +25,7 @@ pub mod demo;
 pub mod error;
 pub mod formats;
 pub mod host;
+pub mod kernels;
 pub mod model;
 pub mod params;
 pub mod rng;

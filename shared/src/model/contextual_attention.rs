@@ -9,8 +9,9 @@
 //! matmul + fold). Hole validity is computed per sample; the public code reads
 //! it from sample 0 for the whole batch.
 
+use crate::kernels::conv2d;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::{conv2d, fold4d, unfold4d};
+use burn::tensor::module::{fold4d, unfold4d};
 use burn::tensor::ops::{ConvOptions, UnfoldOptions};
 use burn::tensor::{Tensor, TensorData, s};
 use serde::{Deserialize, Serialize};

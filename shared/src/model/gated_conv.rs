@@ -3,6 +3,7 @@
 //! gates, output = act(features) * sigmoid(gates). A layer without activation
 //! (the to-image layer) is a plain convolution.
 
+use crate::kernels::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
@@ -87,7 +88,7 @@ impl GatedConv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x); // [n, 2*cout or cout, h', w']
+        let y = conv2d_module(&self.conv, x); // [n, 2*cout or cout, h', w']
         if self.activation == GateActivation::None {
             return y;
         }

@@ -2,6 +2,7 @@
 //! common PyTorch CIFAR ResNet (`layer1.0.conv1.weight`, `shortcut.0.weight`,
 //! `linear.weight`).
 
+use crate::kernels::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -104,10 +105,10 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d_module(&self.conv1, x.clone())));
+        let out = self.bn2.forward(conv2d_module(&self.conv2, out));
         let shortcut = match (&self.shortcut_conv, &self.shortcut_bn) {
-            (Some(conv), Some(bn)) => bn.forward(conv.forward(x)),
+            (Some(conv), Some(bn)) => bn.forward(conv2d_module(conv, x)),
             _ => x,
         };
         relu(out + shortcut)
@@ -131,7 +132,7 @@ pub struct ResNet18 {
 impl ResNet18 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.normalization.apply(x);
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x))); // [n, w, h, w]
+        let mut x = relu(self.bn1.forward(conv2d_module(&self.conv1, x))); // [n, w, h, w]
         for block in self
             .layer1
             .iter()

@@ -2,6 +2,7 @@
 //! (`block1.layer.0.bn1.weight`, `convShortcut.weight`, `fc.weight`):
 //! pre-activation blocks, three groups, WRN-28-10 by default.
 
+use crate::kernels::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
@@ -111,12 +112,12 @@ impl WideBasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pre = relu(self.bn1.forward(x.clone()));
-        let out = relu(self.bn2.forward(self.conv1.forward(pre.clone())));
-        let out = self.conv2.forward(out);
+        let out = relu(self.bn2.forward(conv2d_module(&self.conv1, pre.clone())));
+        let out = conv2d_module(&self.conv2, out);
         // As in the reference: a projected shortcut reads the pre-activated
         // input, an identity shortcut the raw input.
         let shortcut = match &self.conv_shortcut {
-            Some(proj) => proj.forward(pre),
+            Some(proj) => conv2d_module(proj, pre),
             None => x,
         };
         out + shortcut
@@ -144,7 +145,7 @@ pub struct WideResNet {
 impl WideResNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.normalization.apply(x);
-        let mut x = self.conv1.forward(x); // [n, 16, h, w]
+        let mut x = conv2d_module(&self.conv1, x); // [n, 16, h, w]
         for block in self
             .block1
             .layer

@@ -1,0 +1,298 @@
+//! Our own kernels, added to burn's pure-Rust flex backend through burn's
+//! backend-extension mechanism: a 2-D convolution with both gradients
+//! ([`conv2d`]). Every other backend (LibTorch, WebGPU) runs burn's own op,
+//! which already calls its platform's tuned kernels.
+
+#[cfg(test)]
+mod tests;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use atop_kernels::conv2d::{self, ConvGeometry};
+
+/// The convolution as a backend operation. Only flex implements it (directly
+/// and under autodiff); [`conv2d`] routes other devices to burn's own op.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvKernels: Backend {
+    fn im2col_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    /// The same without a bias. (The extension macro passes no `Option` of
+    /// a tensor through, hence two methods.)
+    fn im2col_conv2d_no_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+}
+
+/// A 2-D convolution with the semantics of `burn::tensor::module::conv2d`.
+/// On flex (with or without autodiff) it runs [`conv2d::conv2d_forward`] and
+/// its gradients for f32 tensors without groups, and burn's op otherwise.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => {
+            <Dispatch as ConvKernels>::im2col_conv2d(x, weight, bias.into_dispatch(), options)
+        }
+        None => <Dispatch as ConvKernels>::im2col_conv2d_no_bias(x, weight, options),
+    })
+}
+
+/// `conv.forward(x)` through [`conv2d`] (burn's own forward for "same"
+/// padding, which no model here uses).
+pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    let options = ConvOptions::new_with_padding(
+        conv.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    );
+    conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
+
+/// The geometry of a convolution our kernel runs: f32, no groups, shapes that
+/// agree, a column matrix of bounded size. Anything else (`None`) goes to
+/// flex's own op.
+fn supported(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    options: &ConvOptions<2>,
+) -> Option<ConvGeometry> {
+    let all_f32 = x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32);
+    let dims4 = |t: &FlexTensor| <[usize; 4]>::try_from(t.layout().shape().as_slice()).ok();
+    let (input, kernel) = (dims4(x)?, dims4(weight)?);
+    if !all_f32 || options.groups != 1 {
+        return None;
+    }
+    if bias.is_some_and(|b| b.layout().shape().as_slice() != [kernel[0]]) {
+        return None;
+    }
+    let g = ConvGeometry::new(
+        input,
+        kernel,
+        options.stride,
+        options.padding,
+        options.dilation,
+    )?;
+    // One sample's column matrix is built whole: past this size (the wide
+    // layers at 256x256) flex's tiled op keeps the memory bounded instead.
+    (g.patch_len() * g.out_pixels() <= MAX_COLUMN_ELEMENTS).then_some(g)
+}
+
+/// The largest column matrix per sample our kernel builds: 64 MiB of f32,
+/// one per worker thread.
+const MAX_COLUMN_ELEMENTS: usize = 1 << 24;
+
+/// A row-major copy, or the tensor itself when it already is one.
+fn values(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn flex_vector(values: Vec<f32>) -> FlexTensor {
+    let len = values.len();
+    FlexTensor::from_data(TensorData::new(values, [len]))
+}
+
+fn output_shape(g: &ConvGeometry) -> [usize; 4] {
+    [g.batch, g.channels_out, g.out[0], g.out[1]]
+}
+
+impl ConvKernels for Flex {
+    fn im2col_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        flex_conv2d(x, weight, Some(bias), options)
+    }
+
+    fn im2col_conv2d_no_bias(
+        x: FlexTensor,
+        weight: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        flex_conv2d(x, weight, None, options)
+    }
+}
+
+fn flex_conv2d(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: ConvOptions<2>,
+) -> FlexTensor {
+    let Some(g) = supported(&x, &weight, bias.as_ref(), &options) else {
+        return Flex::conv2d(x, weight, bias, options);
+    };
+    let (x, weight, bias) = (values(&x), values(&weight), bias.as_ref().map(values));
+    let y = conv2d::conv2d_forward(
+        &g,
+        x.storage(),
+        weight.storage(),
+        bias.as_ref().map(|b| b.storage()),
+    );
+    flex_tensor(y, output_shape(&g))
+}
+
+/// The backward step of [`ConvKernels::im2col_conv2d`] under autodiff; its
+/// parents are x, weight and (when `N` is 3) the bias.
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<const N: usize> Backward<Flex, N> for Conv2dBackward {
+    type State = (NodeId, NodeId, ConvGeometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, N>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let (x_state, weight_state, g) = ops.state;
+        let dy = values(&grads.consume::<Flex>(&ops.node));
+        let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+        let weight = values(&checkpointer.retrieve_node_output::<FlexTensor>(weight_state));
+        let [node_x, node_weight] = [ops.parents[0].clone(), ops.parents[1].clone()];
+        let (dx, dweight) = conv2d::conv2d_backward(
+            &g,
+            x.storage(),
+            weight.storage(),
+            dy.storage(),
+            node_x.is_some(),
+            node_weight.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(
+                node.id,
+                flex_tensor(dx, [g.batch, g.channels_in, g.height, g.width]),
+            );
+        }
+        if let (Some(node), Some(dweight)) = (node_weight, dweight) {
+            let shape = [g.channels_out, g.channels_in, g.kernel[0], g.kernel[1]];
+            grads.register::<Flex>(node.id, flex_tensor(dweight, shape));
+        }
+        if let Some(Some(node)) = ops.parents.get(2) {
+            let db = conv2d::conv2d_bias_backward(&g, dy.storage());
+            grads.register::<Flex>(node.id, flex_vector(db));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
+    fn im2col_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv2d::<C>(x, weight, Some(bias), options)
+    }
+
+    fn im2col_conv2d_no_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        autodiff_conv2d::<C>(x, weight, None, options)
+    }
+}
+
+type AutodiffFlexTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// The convolution recorded on the autodiff graph with [`Conv2dBackward`]
+/// (burn's own recorded op where our kernel does not apply).
+fn autodiff_conv2d<C: CheckpointStrategy>(
+    x: AutodiffFlexTensor<C>,
+    weight: AutodiffFlexTensor<C>,
+    bias: Option<AutodiffFlexTensor<C>>,
+    options: ConvOptions<2>,
+) -> AutodiffFlexTensor<C> {
+    let geometry = supported(
+        x.primitive(),
+        weight.primitive(),
+        bias.as_ref().map(|b| b.primitive()),
+        &options,
+    );
+    let Some(g) = geometry else {
+        return <Autodiff<Flex, C> as ModuleOps<Autodiff<Flex, C>>>::conv2d(
+            x, weight, bias, options,
+        );
+    };
+    let forward = |x: AutodiffFlexTensor<C>,
+                   weight: AutodiffFlexTensor<C>,
+                   bias: Option<AutodiffFlexTensor<C>>| {
+        flex_conv2d(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.map(|b| b.into_primitive()),
+            options.clone(),
+        )
+    };
+    match bias {
+        Some(bias) => match Conv2dBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+                prep.finish(state, forward(x, weight, Some(bias)))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, Some(bias))),
+        },
+        None => match Conv2dBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+                prep.finish(state, forward(x, weight, None))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, None)),
+        },
+    }
+}

@@ -1,0 +1,203 @@
+//! Our convolution (routed through burn's extension on flex) against burn's
+//! own flex op on random shapes: values and all three gradients to 1e-4 of
+//! the reference's largest magnitude. The slice kernels' own tests (a
+//! hand-computed case, thread-count independence) are in kernels/tests.
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use atop_kernels::ConvGeometry;
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Fails unless `ours` is within 1e-4 of the reference's largest magnitude.
+fn assert_close(what: &str, ours: &[f32], reference: &[f32]) {
+    assert_eq!(ours.len(), reference.len(), "{what}: lengths differ");
+    let scale = reference.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: largest difference {worst} against a scale of {scale}"
+    );
+}
+
+/// A convolution's shapes: x `[batch, cin, h, w]`, weight `[cout, cin, kh, kw]`.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    input: [usize; 4],
+    channels_out: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    dilation: [usize; 2],
+    with_bias: bool,
+}
+
+/// Random shapes drawn from `rng`, up to 18 samples of 11x11.
+fn random_case(rng: &mut ChaCha8Rng) -> Case {
+    let input = [
+        rng.random_range(1..=18),
+        rng.random_range(1..=6),
+        rng.random_range(1..=11),
+        rng.random_range(1..=11),
+    ];
+    Case {
+        input,
+        channels_out: rng.random_range(1..=7),
+        kernel: [rng.random_range(1..=4), rng.random_range(1..=4)],
+        stride: [rng.random_range(1..=3), rng.random_range(1..=3)],
+        dilation: [rng.random_range(1..=2), rng.random_range(1..=2)],
+        padding: [
+            (rng.random_range(0..=2), rng.random_range(0..=2)),
+            (rng.random_range(0..=2), rng.random_range(0..=2)),
+        ],
+        with_bias: rng.random_bool(0.5),
+    }
+}
+
+/// Our conv and burn's on the same autodiff flex tensors (drawn from `rng`),
+/// their outputs and gradients compared; false when the kernel does not fit
+/// the image.
+fn compare_with_burn(rng: &mut ChaCha8Rng, case: Case) -> bool {
+    let device = Device::flex().autodiff();
+    let Case {
+        input: [batch, cin, h, w],
+        channels_out: cout,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        with_bias,
+    } = case;
+    let Some(g) = ConvGeometry::new(
+        [batch, cin, h, w],
+        [cout, cin, kernel[0], kernel[1]],
+        stride,
+        padding,
+        dilation,
+    ) else {
+        return false;
+    };
+    let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+    let what = format!("{case:?}");
+    let mut draw = |shape: Vec<usize>| {
+        let len = shape.iter().product();
+        let v: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        TensorData::new(v, shape)
+    };
+    let x0 = draw(vec![batch, cin, h, w]);
+    let w0 = draw(vec![cout, cin, kernel[0], kernel[1]]);
+    let b0 = draw(vec![cout]);
+    // A random linear read-out, so every output element gets its own
+    // upstream gradient.
+    let readout = draw(vec![batch, cout, g.out[0], g.out[1]]);
+    let run = |ours: bool| {
+        let x = Tensor::<4>::from_data(x0.clone(), &device).require_grad();
+        let weight = Tensor::<4>::from_data(w0.clone(), &device).require_grad();
+        let bias = Tensor::<1>::from_data(b0.clone(), &device).require_grad();
+        let b = with_bias.then(|| bias.clone());
+        let y = if ours {
+            super::conv2d(x.clone(), weight.clone(), b, options.clone())
+        } else {
+            burn_conv2d(x.clone(), weight.clone(), b, options.clone())
+        };
+        let grads = (y.clone() * Tensor::from_data(readout.clone(), &device))
+            .sum()
+            .backward();
+        let bias_grad: Vec<f32> = if with_bias {
+            bias.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        } else {
+            Vec::new()
+        };
+        (
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            values(weight.grad(&grads).unwrap()),
+            bias_grad,
+        )
+    };
+    let (ours, reference) = (run(true), run(false));
+    assert_close(&format!("{what}: output"), &ours.0, &reference.0);
+    assert_close(&format!("{what}: input gradient"), &ours.1, &reference.1);
+    assert_close(&format!("{what}: weight gradient"), &ours.2, &reference.2);
+    assert_close(&format!("{what}: bias gradient"), &ours.3, &reference.3);
+    true
+}
+
+#[test]
+fn matches_burns_convolution_and_its_gradients_on_random_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(20261203);
+    let compared = (0..60)
+        .filter(|_| {
+            let case = random_case(&mut rng);
+            compare_with_burn(&mut rng, case)
+        })
+        .count();
+    // Draws whose kernel does not fit are skipped; most must run.
+    assert!(
+        compared >= 40,
+        "only {compared} of 60 random shapes were compared"
+    );
+}
+
+#[test]
+fn matches_burns_convolution_on_images_cut_into_row_tiles() {
+    // Wide patches (40 channels) on 20x20 and 24x24 outputs: one sample per
+    // gemm call, its output rows cut into tiles written in place, and the
+    // input gradient through the flipped kernel. Stride 2 (12x12 outputs):
+    // samples grouped per call, the input gradient through col2im.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (stride, size, with_bias) in [(1, 20, true), (1, 24, false), (2, 24, true)] {
+        let case = Case {
+            input: [3, 40, size, size],
+            channels_out: 8,
+            kernel: [3, 3],
+            stride: [stride; 2],
+            padding: [(1, 1); 2],
+            dilation: [1, 1],
+            with_bias,
+        };
+        assert!(compare_with_burn(&mut rng, case), "{case:?} must fit");
+    }
+}
+
+#[test]
+fn the_purifiers_shapes_match_burns_convolution() {
+    // The AE's 3x3 layers at batch 32, stride 1 and 2, and its 1x1 output.
+    let device = Device::flex();
+    for (cin, cout, k, stride, pad, size) in [
+        (3, 16, 3, 1, 1, 28),
+        (16, 32, 3, 2, 1, 28),
+        (16, 1, 1, 1, 0, 28),
+    ] {
+        let x = Tensor::<4>::random([32, cin, size, size], Distribution::Default, &device);
+        let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device);
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+        let ours = values(super::conv2d(x.clone(), w.clone(), None, options.clone()));
+        let reference = values(burn_conv2d(x, w, None, options));
+        assert_close(&format!("{cin}->{cout} k{k} s{stride}"), &ours, &reference);
+    }
+}
+
+#[test]
+fn groups_and_other_dtypes_fall_back_to_burns_op() {
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 4, 6, 6], Distribution::Default, &device);
+    let w = Tensor::<4>::random([6, 2, 3, 3], Distribution::Default, &device);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
+    let ours = values(super::conv2d(x.clone(), w.clone(), None, options.clone()));
+    assert_eq!(ours, values(burn_conv2d(x, w, None, options)));
+}
