@@ -1,10 +1,13 @@
 //! # atop-kernels
 //!
-//! The project's own CPU kernels, on plain `f32` slices so that they build
+//! The project's own CPU kernels (a 2-D convolution with both gradients, the
+//! gated convolution's fused activation), on plain `f32` slices so that they build
 //! fast, optimize fully even in dev builds, and test without a tensor
 //! library. The `atop` crate plugs them into burn's pure-Rust flex backend
 //! through burn's backend-extension mechanism (`atop::kernels`).
 
 pub mod conv2d;
+pub mod gate;
 
 pub use conv2d::{ConvGeometry, conv2d_backward, conv2d_bias_backward, conv2d_forward};
+pub use gate::{FeatureActivation, gated_backward, gated_forward};

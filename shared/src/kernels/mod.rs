@@ -1,10 +1,15 @@
-//! Our own kernels, added to burn's pure-Rust flex backend through burn's
-//! backend-extension mechanism: a 2-D convolution with both gradients
-//! ([`conv2d`]). Every other backend (LibTorch, WebGPU) runs burn's own op,
-//! which already calls its platform's tuned kernels.
+//! Our own kernels (crate `atop-kernels`), added to burn's pure-Rust flex
+//! backend through burn's backend-extension mechanism: a 2-D convolution with
+//! both gradients ([`conv2d`]) and the gated convolution's fused activation
+//! ([`gated_activation`]). Every other backend (LibTorch, WebGPU) runs burn's
+//! own ops, which already reach its platform's tuned kernels.
 
+mod gate;
 #[cfg(test)]
 mod tests;
+
+pub use atop_kernels::FeatureActivation;
+pub use gate::{GateKernels, gated_activation};
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use atop_kernels::ConvGeometry;
+use atop_kernels::{ConvGeometry, FeatureActivation};
 
 fn values(t: Tensor<4>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -200,4 +200,44 @@ fn groups_and_other_dtypes_fall_back_to_burns_op() {
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
     let ours = values(super::conv2d(x.clone(), w.clone(), None, options.clone()));
     assert_eq!(ours, values(burn_conv2d(x, w, None, options)));
+}
+
+#[test]
+fn the_fused_gated_activation_matches_burns_ops_and_their_gradients() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (activation, shape) in [
+        (FeatureActivation::Elu, [3, 8, 5, 7]),
+        (FeatureActivation::Relu, [2, 6, 4, 4]),
+        (FeatureActivation::Elu, [1, 2, 1, 1]),
+    ] {
+        // Values up to +-30: ELU's exp must not overflow on the positive side.
+        let len = shape.iter().product();
+        let y: Vec<f32> = (0..len).map(|_| rng.random_range(-30.0f32..30.0)).collect();
+        let y = TensorData::new(y, shape);
+        let out_shape = [shape[0], shape[1] / 2, shape[2], shape[3]];
+        let len = out_shape.iter().product();
+        let readout: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let readout = TensorData::new(readout, out_shape);
+        let run = |fused: bool| {
+            let y = Tensor::<4>::from_data(y.clone(), &device).require_grad();
+            let out = if fused {
+                super::gated_activation(y.clone(), activation)
+            } else {
+                super::gate::composed(y.clone(), activation)
+            };
+            let grads = (out.clone() * Tensor::from_data(readout.clone(), &device))
+                .sum()
+                .backward();
+            (values(out), values(y.grad(&grads).unwrap()))
+        };
+        let (fused, reference) = (run(true), run(false));
+        let what = format!("{activation:?} {shape:?}");
+        assert!(
+            fused.0.iter().chain(&fused.1).all(|v| v.is_finite()),
+            "{what}: not finite"
+        );
+        assert_close(&format!("{what}: output"), &fused.0, &reference.0);
+        assert_close(&format!("{what}: gradient"), &fused.1, &reference.1);
+    }
 }

@@ -3,12 +3,12 @@
 //! gates, output = act(features) * sigmoid(gates). A layer without activation
 //! (the to-image layer) is a plain convolution.
 
-use crate::kernels::conv2d_module;
+use crate::kernels::{FeatureActivation, conv2d_module, gated_activation};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
@@ -92,13 +92,11 @@ impl GatedConv2d {
         if self.activation == GateActivation::None {
             return y;
         }
-        let features = y.clone().narrow(1, 0, self.channels_out);
-        let gates = y.narrow(1, self.channels_out, self.channels_out);
-        let features = match self.activation {
-            GateActivation::Relu => relu(features),
-            _ => stable_elu(features),
+        let activation = match self.activation {
+            GateActivation::Relu => FeatureActivation::Relu,
+            _ => FeatureActivation::Elu,
         };
-        features * sigmoid(gates)
+        gated_activation(y, activation) // [n, cout, h', w']
     }
 }
 

@@ -1,0 +1,114 @@
+//! The gated activation `act(features) * sigmoid(gates)` as one flex op
+//! (`atop_kernels::gate`), with its own autodiff step; other devices and
+//! dtypes compose burn's ops.
+
+use atop_kernels::gate::{self, FeatureActivation};
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::values;
+
+/// The fused activation as a backend operation, implemented by flex alone
+/// (directly and under autodiff); [`gated_activation`] routes the rest.
+#[backend_extension(Flex, Autodiff)]
+pub trait GateKernels: Backend {
+    fn fused_gated_activation(
+        y: FloatTensor<Self>,
+        activation: FeatureActivation,
+    ) -> FloatTensor<Self>;
+}
+
+/// `act(features) * sigmoid(gates)` of a gated convolution's output `y`,
+/// `[n, 2c, h, w]` with the features first; returns `[n, c, h, w]`.
+pub fn gated_activation(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4> {
+    let on_flex = matches!(y.device().inner().as_dispatch(), DispatchDevice::Flex(_));
+    if !on_flex || y.dtype() != DType::F32 || y.dims()[1] % 2 != 0 {
+        return composed(y, activation);
+    }
+    Tensor::from_dispatch(<Dispatch as GateKernels>::fused_gated_activation(
+        y.into_dispatch(),
+        activation,
+    ))
+}
+
+/// The same from burn's tensor ops.
+pub(super) fn composed(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4> {
+    let channels = y.dims()[1] / 2;
+    let features = y.clone().narrow(1, 0, channels);
+    let gates = y.narrow(1, channels, channels);
+    let features = match activation {
+        FeatureActivation::Relu => relu(features),
+        FeatureActivation::Elu => crate::model::gated_conv::stable_elu(features),
+    };
+    features * sigmoid(gates)
+}
+
+/// `[n, 2c, h, w]` as (n, c, h * w).
+fn halves(y: &FlexTensor) -> (usize, usize, usize, [usize; 4]) {
+    let dims: [usize; 4] = y.layout().shape().dims();
+    (dims[0], dims[1] / 2, dims[2] * dims[3], dims)
+}
+
+impl GateKernels for Flex {
+    fn fused_gated_activation(y: FlexTensor, activation: FeatureActivation) -> FlexTensor {
+        let y = values(&y);
+        let (n, c, pixels, [_, _, h, w]) = halves(&y);
+        let out = gate::gated_forward(y.storage(), n, c, pixels, activation);
+        FlexTensor::from_data(TensorData::new(out, [n, c, h, w]))
+    }
+}
+
+/// The backward step: the gradient with respect to `y`, from `y` itself.
+#[derive(Debug)]
+struct GatedActivationBackward;
+
+impl Backward<Flex, 1> for GatedActivationBackward {
+    type State = (NodeId, FeatureActivation);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let (y_state, activation) = ops.state;
+        let d_out = values(&grads.consume::<Flex>(&ops.node));
+        let [Some(node)] = ops.parents else {
+            return;
+        };
+        let y = values(&checkpointer.retrieve_node_output::<FlexTensor>(y_state));
+        let (n, c, pixels, dims) = halves(&y);
+        let dy = gate::gated_backward(y.storage(), d_out.storage(), n, c, pixels, activation);
+        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dy, dims)));
+    }
+}
+
+impl<C: CheckpointStrategy> GateKernels for Autodiff<Flex, C> {
+    fn fused_gated_activation(
+        y: FloatTensor<Self>,
+        activation: FeatureActivation,
+    ) -> FloatTensor<Self> {
+        match GatedActivationBackward
+            .prepare::<C>([y.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&y), activation);
+                let out = Flex::fused_gated_activation(y.into_primitive(), activation);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::fused_gated_activation(y.into_primitive(), activation))
+            }
+        }
+    }
+}
