@@ -30,7 +30,7 @@ pub trait GateKernels: Backend {
 /// `[n, 2c, h, w]` with the features first; returns `[n, c, h, w]`.
 pub fn gated_activation(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4> {
     let on_flex = matches!(y.device().inner().as_dispatch(), DispatchDevice::Flex(_));
-    if !on_flex || y.dtype() != DType::F32 || y.dims()[1] % 2 != 0 {
+    if !on_flex || y.dtype() != DType::F32 || !y.dims()[1].is_multiple_of(2) {
         return composed(y, activation);
     }
     Tensor::from_dispatch(<Dispatch as GateKernels>::fused_gated_activation(
