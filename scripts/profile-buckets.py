@@ -9,8 +9,9 @@ by the tensor op each sample was running, for docs/results/performance-profile.m
 Each sample's stack is walked from the leaf towards the root; the first
 frame that names an op decides its bucket:
 
-* our convolution kernel: `atop_kernels::conv2d::<function>` (im2col,
-  col2im, the gemm calls inside conv2d_forward / conv2d_backward);
+* our kernels: `atop_kernels::conv2d::<function>` (im2col, col2im, the
+  gemm calls inside conv2d_forward / conv2d_backward) and
+  `atop_kernels::gate::<function>` (the fused gated activation);
 * pure-Rust flex: `burn_flex::ops::<module>` (conv, conv_transpose, unary,
   binary, mask, matmul, reduce, ...), marked "backward" when an autodiff
   backward frame is on the same stack (e.g. conv under a backward frame is
@@ -31,8 +32,8 @@ import re
 import sys
 
 FLEX_OP = re.compile(r"burn_flex::ops::(\w+)")
-# Our own convolution (shared/src/kernels), added to flex as an extension.
-OUR_KERNEL = re.compile(r"atop_kernels::conv2d::(\w+)")
+# Our own kernels (crate atop-kernels), added to flex as extensions.
+OUR_KERNEL = re.compile(r"atop_kernels::(conv2d|gate)::(\w+)")
 ATEN_OP = re.compile(r"at::_ops::(\w+)::(?:call|redispatch)")
 START_UP = re.compile(r"_dl_|OperatorEntry|RegistrationHandle|FunctionSchema|registerKernel")
 BACKWARD = re.compile(r"burn_autodiff.*(?:backward|Backward)|Backward<")
@@ -67,7 +68,7 @@ def bucket(frames):
     for sym, _ in frames:
         m = OUR_KERNEL.search(sym)
         if m:
-            return f"atop conv2d: {m.group(1)}"
+            return f"atop {m.group(1)}: {m.group(2)}"
         m = FLEX_OP.search(sym)
         if m:
             return f"flex {m.group(1)}" + (" (backward)" if backward else "")
