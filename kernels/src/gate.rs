@@ -61,15 +61,22 @@ where
         .for_each(|(b, o)| f(b, o));
 }
 
-/// `act(features) * sigmoid(gates)` for `y` of `batch` samples, each
-/// `2 * channels * pixels` long.
-pub fn gated_forward(
-    y: &[f32],
-    batch: usize,
-    channels: usize,
-    pixels: usize,
-    activation: FeatureActivation,
-) -> Vec<f32> {
+/// The conv output's layout: `batch` samples of `2 * channels` planes of
+/// `pixels` each, the features' planes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub pixels: usize,
+}
+
+/// `act(features) * sigmoid(gates)` for `y` of shape `shape`.
+pub fn gated_forward(y: &[f32], shape: GateShape, activation: FeatureActivation) -> Vec<f32> {
+    let GateShape {
+        batch,
+        channels,
+        pixels,
+    } = shape;
     let half = channels * pixels;
     let mut out = vec![0.0; batch * half];
     per_sample(&mut out, half, |b, out_b| {
@@ -87,11 +94,14 @@ pub fn gated_forward(
 pub fn gated_backward(
     y: &[f32],
     d_out: &[f32],
-    batch: usize,
-    channels: usize,
-    pixels: usize,
+    shape: GateShape,
     activation: FeatureActivation,
 ) -> Vec<f32> {
+    let GateShape {
+        batch,
+        channels,
+        pixels,
+    } = shape;
     let half = channels * pixels;
     let mut dy = vec![0.0; batch * 2 * half];
     per_sample(&mut dy, 2 * half, |b, dy_b| {

@@ -10,4 +10,4 @@ pub mod conv2d;
 pub mod gate;
 
 pub use conv2d::{ConvGeometry, conv2d_backward, conv2d_bias_backward, conv2d_forward};
-pub use gate::{FeatureActivation, gated_backward, gated_forward};
+pub use gate::{FeatureActivation, GateShape, gated_backward, gated_forward};

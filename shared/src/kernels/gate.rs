@@ -2,7 +2,7 @@
 //! (`atop_kernels::gate`), with its own autodiff step; other devices and
 //! dtypes compose burn's ops.
 
-use atop_kernels::gate::{self, FeatureActivation};
+use atop_kernels::gate::{self, FeatureActivation, GateShape};
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -51,18 +51,23 @@ pub(super) fn composed(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4>
     features * sigmoid(gates)
 }
 
-/// `[n, 2c, h, w]` as (n, c, h * w).
-fn halves(y: &FlexTensor) -> (usize, usize, usize, [usize; 4]) {
+/// `[n, 2c, h, w]` as the kernel's layout, and the dims themselves.
+fn halves(y: &FlexTensor) -> (GateShape, [usize; 4]) {
     let dims: [usize; 4] = y.layout().shape().dims();
-    (dims[0], dims[1] / 2, dims[2] * dims[3], dims)
+    let shape = GateShape {
+        batch: dims[0],
+        channels: dims[1] / 2,
+        pixels: dims[2] * dims[3],
+    };
+    (shape, dims)
 }
 
 impl GateKernels for Flex {
     fn fused_gated_activation(y: FlexTensor, activation: FeatureActivation) -> FlexTensor {
         let y = values(&y);
-        let (n, c, pixels, [_, _, h, w]) = halves(&y);
-        let out = gate::gated_forward(y.storage(), n, c, pixels, activation);
-        FlexTensor::from_data(TensorData::new(out, [n, c, h, w]))
+        let (shape, [n, _, h, w]) = halves(&y);
+        let out = gate::gated_forward(y.storage(), shape, activation);
+        FlexTensor::from_data(TensorData::new(out, [n, shape.channels, h, w]))
     }
 }
 
@@ -85,8 +90,8 @@ impl Backward<Flex, 1> for GatedActivationBackward {
             return;
         };
         let y = values(&checkpointer.retrieve_node_output::<FlexTensor>(y_state));
-        let (n, c, pixels, dims) = halves(&y);
-        let dy = gate::gated_backward(y.storage(), d_out.storage(), n, c, pixels, activation);
+        let (shape, dims) = halves(&y);
+        let dy = gate::gated_backward(y.storage(), d_out.storage(), shape, activation);
         grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dy, dims)));
     }
 }
