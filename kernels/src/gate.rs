@@ -70,15 +70,17 @@ pub struct GateShape {
     pub pixels: usize,
 }
 
+impl GateShape {
+    /// Elements of one sample's features (or gates, or output).
+    fn half(self) -> usize {
+        self.channels * self.pixels
+    }
+}
+
 /// `act(features) * sigmoid(gates)` for `y` of shape `shape`.
 pub fn gated_forward(y: &[f32], shape: GateShape, activation: FeatureActivation) -> Vec<f32> {
-    let GateShape {
-        batch,
-        channels,
-        pixels,
-    } = shape;
-    let half = channels * pixels;
-    let mut out = vec![0.0; batch * half];
+    let half = shape.half();
+    let mut out = vec![0.0; shape.batch * half];
     per_sample(&mut out, half, |b, out_b| {
         let (features, gates) = y[b * 2 * half..][..2 * half].split_at(half);
         for ((o, &f), &g) in out_b.iter_mut().zip(features).zip(gates) {
@@ -97,13 +99,8 @@ pub fn gated_backward(
     shape: GateShape,
     activation: FeatureActivation,
 ) -> Vec<f32> {
-    let GateShape {
-        batch,
-        channels,
-        pixels,
-    } = shape;
-    let half = channels * pixels;
-    let mut dy = vec![0.0; batch * 2 * half];
+    let half = shape.half();
+    let mut dy = vec![0.0; shape.batch * 2 * half];
     per_sample(&mut dy, 2 * half, |b, dy_b| {
         let (features, gates) = y[b * 2 * half..][..2 * half].split_at(half);
         let d_out_b = &d_out[b * half..][..half];
