@@ -10,11 +10,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::values;
+use super::{on_flex, values};
 
 /// The fused activation as a backend operation, implemented by flex alone
 /// (directly and under autodiff); [`gated_activation`] routes the rest.
@@ -29,8 +29,7 @@ pub trait GateKernels: Backend {
 /// `act(features) * sigmoid(gates)` of a gated convolution's output `y`,
 /// `[n, 2c, h, w]` with the features first; returns `[n, c, h, w]`.
 pub fn gated_activation(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4> {
-    let on_flex = matches!(y.device().inner().as_dispatch(), DispatchDevice::Flex(_));
-    if !on_flex || y.dtype() != DType::F32 || !y.dims()[1].is_multiple_of(2) {
+    if !on_flex(&y) || y.dtype() != DType::F32 || !y.dims()[1].is_multiple_of(2) {
         return composed(y, activation);
     }
     Tensor::from_dispatch(<Dispatch as GateKernels>::fused_gated_activation(

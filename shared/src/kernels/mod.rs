@@ -15,7 +15,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -56,7 +56,7 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_)) {
+    if !on_flex(&x) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
@@ -66,6 +66,12 @@ pub fn conv2d(
         }
         None => <Dispatch as ConvKernels>::im2col_conv2d_no_bias(x, weight, options),
     })
+}
+
+/// Whether `t` lives on flex, plain or under autodiff: the devices our
+/// kernels serve.
+fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
+    matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// `conv.forward(x)` through [`conv2d`] (burn's own forward for "same"
@@ -266,38 +272,47 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             x, weight, bias, options,
         );
     };
-    let forward = |x: AutodiffFlexTensor<C>,
-                   weight: AutodiffFlexTensor<C>,
-                   bias: Option<AutodiffFlexTensor<C>>| {
+    match bias.as_ref().map(|b| b.node()) {
+        Some(bias_node) => record_conv2d::<C, 3>(
+            [x.node(), weight.node(), bias_node],
+            x,
+            weight,
+            bias,
+            g,
+            options,
+        ),
+        None => record_conv2d::<C, 2>([x.node(), weight.node()], x, weight, bias, g, options),
+    }
+}
+
+/// Runs the convolution on the inner tensors and, when a parent needs a
+/// gradient, records [`Conv2dBackward`] with `x` and `weight` checkpointed;
+/// `nodes` are the parents' guards (x, weight, and the bias when there is one).
+fn record_conv2d<C: CheckpointStrategy, const N: usize>(
+    nodes: [NodeGuard; N],
+    x: AutodiffFlexTensor<C>,
+    weight: AutodiffFlexTensor<C>,
+    bias: Option<AutodiffFlexTensor<C>>,
+    g: ConvGeometry,
+    options: ConvOptions<2>,
+) -> AutodiffFlexTensor<C> {
+    let forward = |x: AutodiffFlexTensor<C>, weight: AutodiffFlexTensor<C>| {
         flex_conv2d(
             x.into_primitive(),
             weight.into_primitive(),
             bias.map(|b| b.into_primitive()),
-            options.clone(),
+            options,
         )
     };
-    match bias {
-        Some(bias) => match Conv2dBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
-                prep.finish(state, forward(x, weight, Some(bias)))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, Some(bias))),
-        },
-        None => match Conv2dBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
-                prep.finish(state, forward(x, weight, None))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, None)),
-        },
+    match Conv2dBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight), g);
+            prep.finish(state, forward(x, weight))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x, weight)),
     }
 }
