@@ -114,33 +114,47 @@ fn valid_outputs(offset: isize, stride: usize, size: usize, out: usize) -> (usiz
     (first, end)
 }
 
-/// Calls `f(channel, ky, kx, oy, iy, (ox0, ox1), x_offset)` for every output
-/// row of every kernel tap whose input row `iy` lies inside the image; `ox0..ox1`
-/// are the outputs of that row that read inside it, at `ox * stride + x_offset`.
-fn for_each_tap_row(
-    g: &ConvGeometry,
-    mut f: impl FnMut(usize, usize, usize, usize, usize, (usize, usize), isize),
-) {
+/// One output row of one kernel tap, as [`for_each_tap_row`] hands it over.
+struct TapRow {
+    /// The input channel, and the tap's row of the column matrix.
+    channel: usize,
+    tap: usize,
+    /// The output row.
+    oy: usize,
+    /// The input row it reads, `None` when that falls in the padding.
+    iy: Option<usize>,
+    /// The outputs of the row that read inside the image, `ox0..ox1`, at
+    /// input column `ox * stride + x_offset`.
+    cols: (usize, usize),
+    x_offset: isize,
+}
+
+/// Calls `f` for every output row in `rows` of every kernel tap, in the
+/// column matrix's row order.
+fn for_each_tap_row(g: &ConvGeometry, rows: Range<usize>, mut f: impl FnMut(TapRow)) {
     let [kh, kw] = g.kernel;
-    for c in 0..g.channels_in {
+    for channel in 0..g.channels_in {
         for ky in 0..kh {
+            let y_offset = (ky * g.dilation[0]) as isize - g.padding[0] as isize;
             for kx in 0..kw {
                 let x_offset = (kx * g.dilation[1]) as isize - g.padding[1] as isize;
                 let cols = valid_outputs(x_offset, g.stride[1], g.width, g.out[1]);
-                let y_offset = (ky * g.dilation[0]) as isize - g.padding[0] as isize;
-                let (oy0, oy1) = valid_outputs(y_offset, g.stride[0], g.height, g.out[0]);
-                for oy in oy0..oy1 {
-                    let iy = (oy as isize * g.stride[0] as isize + y_offset) as usize;
-                    f(c, ky, kx, oy, iy, cols, x_offset);
+                let tap = (channel * kh + ky) * kw + kx;
+                for oy in rows.clone() {
+                    let iy = oy as isize * g.stride[0] as isize + y_offset;
+                    let iy = (0..g.height as isize).contains(&iy).then_some(iy as usize);
+                    f(TapRow {
+                        channel,
+                        tap,
+                        oy,
+                        iy,
+                        cols,
+                        x_offset,
+                    });
                 }
             }
         }
     }
-}
-
-/// The row of the column matrix that belongs to a kernel tap.
-fn tap_row(g: &ConvGeometry, c: usize, ky: usize, kx: usize) -> usize {
-    (c * g.kernel[0] + ky) * g.kernel[1] + kx
 }
 
 /// One sample's block of a column matrix whose rows are `ld` long, for the
@@ -150,49 +164,40 @@ fn tap_row(g: &ConvGeometry, c: usize, ky: usize, kx: usize) -> usize {
 /// group's matrix, each at its own offset into the rows. Every entry of the
 /// block is written (once), so the buffer can be reused unzeroed.
 pub fn im2col(g: &ConvGeometry, x: &[f32], rows: Range<usize>, col: &mut [f32], ld: usize) {
-    let [kh, kw] = g.kernel;
-    let (h, w, ow, sw) = (g.height as isize, g.width, g.out[1], g.stride[1]);
-    for c in 0..g.channels_in {
-        let plane = &x[c * g.height * w..][..g.height * w];
-        for ky in 0..kh {
-            let y_offset = (ky * g.dilation[0]) as isize - g.padding[0] as isize;
-            for kx in 0..kw {
-                let x_offset = (kx * g.dilation[1]) as isize - g.padding[1] as isize;
-                let (ox0, ox1) = valid_outputs(x_offset, sw, w, ow);
-                let tap = &mut col[tap_row(g, c, ky, kx) * ld..];
-                for oy in rows.clone() {
-                    let out_row = &mut tap[(oy - rows.start) * ow..][..ow];
-                    let iy = oy as isize * g.stride[0] as isize + y_offset;
-                    if iy < 0 || iy >= h || ox0 == ox1 {
-                        out_row.fill(0.0);
-                        continue;
-                    }
-                    let in_row = &plane[iy as usize * w..][..w];
-                    out_row[..ox0].fill(0.0);
-                    out_row[ox1..].fill(0.0);
-                    if sw == 1 {
-                        let ix0 = (ox0 as isize + x_offset) as usize;
-                        out_row[ox0..ox1].copy_from_slice(&in_row[ix0..ix0 + (ox1 - ox0)]);
-                    } else {
-                        for (ox, out) in out_row.iter_mut().enumerate().take(ox1).skip(ox0) {
-                            *out = in_row[(ox as isize * sw as isize + x_offset) as usize];
-                        }
-                    }
-                }
+    let (w, ow, sw) = (g.width, g.out[1], g.stride[1]);
+    let first = rows.start;
+    for_each_tap_row(g, rows, |r| {
+        let out_row = &mut col[r.tap * ld + (r.oy - first) * ow..][..ow];
+        let (ox0, ox1) = r.cols;
+        let Some(iy) = r.iy.filter(|_| ox0 < ox1) else {
+            out_row.fill(0.0);
+            return;
+        };
+        let in_row = &x[(r.channel * g.height + iy) * w..][..w];
+        out_row[..ox0].fill(0.0);
+        out_row[ox1..].fill(0.0);
+        if sw == 1 {
+            let ix0 = (ox0 as isize + r.x_offset) as usize;
+            out_row[ox0..ox1].copy_from_slice(&in_row[ix0..ix0 + (ox1 - ox0)]);
+        } else {
+            for (ox, out) in out_row.iter_mut().enumerate().take(ox1).skip(ox0) {
+                *out = in_row[(ox as isize * sw as isize + r.x_offset) as usize];
             }
         }
-    }
+    });
 }
 
 /// The adjoint of [`im2col`]: adds each column-matrix entry to the input
 /// value it was read from (`dx` is accumulated into, not overwritten).
 pub fn col2im(g: &ConvGeometry, col: &[f32], ld: usize, dx: &mut [f32]) {
     let (w, ow, sw) = (g.width, g.out[1], g.stride[1]);
-    for_each_tap_row(g, |c, ky, kx, oy, iy, (ox0, ox1), x_offset| {
-        let in_row = &mut dx[(c * g.height + iy) * w..][..w];
-        let col_row = &col[tap_row(g, c, ky, kx) * ld + oy * ow..][..ow];
+    for_each_tap_row(g, 0..g.out[0], |r| {
+        let Some(iy) = r.iy else { return };
+        let (ox0, ox1) = r.cols;
+        let in_row = &mut dx[(r.channel * g.height + iy) * w..][..w];
+        let col_row = &col[r.tap * ld + r.oy * ow..][..ow];
         if sw == 1 {
-            let ix0 = (ox0 as isize + x_offset) as usize;
+            let ix0 = (ox0 as isize + r.x_offset) as usize;
             let in_run = &mut in_row[ix0..ix0 + (ox1 - ox0)];
             in_run
                 .iter_mut()
@@ -200,7 +205,7 @@ pub fn col2im(g: &ConvGeometry, col: &[f32], ld: usize, dx: &mut [f32]) {
                 .for_each(|(d, c)| *d += c);
         } else {
             for ox in ox0..ox1 {
-                in_row[(ox as isize * sw as isize + x_offset) as usize] += col_row[ox];
+                in_row[(ox as isize * sw as isize + r.x_offset) as usize] += col_row[ox];
             }
         }
     });
