@@ -405,13 +405,12 @@ def main():
         purifier_step(inp, mask, x, lambda x2: 0.1 * F.cross_entropy(f(x2), y))
     rows.append(timed("AToP finetune step (GAN, FGSM on the classifier)", b, finetune_step, args.repeats))
 
-    def pgd_classifier():
-        fgsm(f, x, 8 / 255)
-    rows.append(timed("PGD step (classifier)", b, pgd_classifier, args.repeats))
+    def pgd_step_row(name, model):
+        """One signed-gradient step at ε 8/255 through `model`, timed."""
+        rows.append(timed(name, b, lambda: fgsm(model, x, 8 / 255), args.repeats))
 
-    def pgd_defense():
-        fgsm(gan_defense, x, 8 / 255)
-    rows.append(timed("PGD step (defense, GAN, EOT 1)", b, pgd_defense, args.repeats))
+    pgd_step_row("PGD step (classifier)", f)
+    pgd_step_row("PGD step (defense, GAN, EOT 1)", gan_defense)
 
     # The quickstart's own recipe: the conv AE (L1 alone, no discriminator),
     # fine-tuned against PGD-5 through the whole defense with λ 0.5.
@@ -443,9 +442,7 @@ def main():
         ae_step(inp, mask, x, lambda out: 0.5 * F.cross_entropy(f(out), y))
     rows.append(timed("AToP finetune step (AE, PGD-5 on the defense)", b, ae_finetune_step, args.repeats))
 
-    def pgd_ae_defense():
-        fgsm(ae_defense, x, 8 / 255)
-    rows.append(timed("PGD step (defense, AE, EOT 1)", b, pgd_ae_defense, args.repeats))
+    pgd_step_row("PGD step (defense, AE, EOT 1)", ae_defense)
 
     # Whole attacks on the classifier: torchattacks, when installed (its
     # torchvision pin may want another torch: use a venv of its own).
