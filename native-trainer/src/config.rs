@@ -97,6 +97,40 @@ pub struct OptimConfig {
     /// the L1 terms (DeepFillv2: 1).
     #[serde(default = "unit")]
     pub gan_weight: f64,
+    /// How the learning rate moves over the stage's steps (`constant` keeps
+    /// `lr`; `cosine` anneals it to 0 by the last step). Left out of the
+    /// serialised configuration at its default, so older runs' configuration
+    /// hashes and manifests do not change.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
+    /// Linear warm-up of the learning rate from lr/warmup_steps to lr over
+    /// the first steps (0 = none), before the schedule.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: usize,
+}
+
+/// A stage's learning-rate schedule.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// Half a cosine from lr (after warm-up) to 0 at the stage's last step.
+    Cosine,
+}
+
+impl LrSchedule {
+    fn is_constant(&self) -> bool {
+        *self == Self::Constant
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn unit() -> f64 {
@@ -214,7 +248,20 @@ pub struct FinetuneConfig {
     pub attack_eps: f64,
     #[serde(default = "one")]
     pub attack_steps: usize,
+    /// PGD's step size in the training attack (0 = the attack's default,
+    /// 2.5 * attack_eps / attack_steps).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub attack_step_size: f64,
     pub gan_term: GanTerm,
+    /// Also write the defense after every epoch as
+    /// `OUT/epochs/atop-epoch-NNN.safetensors`, so a budget study can
+    /// evaluate every point of one long run with a strong attack.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_epoch_artifacts: bool,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn one() -> usize {
@@ -420,6 +467,11 @@ impl RunConfig {
         ] {
             budgets.push((format!("{name}.epochs"), o.epochs, limits::EPOCHS));
             budgets.push((format!("{name}.batch_size"), o.batch_size, limits::BATCH));
+            budgets.push((
+                format!("{name}.warmup_steps"),
+                o.warmup_steps,
+                limits::EPOCHS,
+            ));
         }
         for (i, a) in self.eval.attacks.iter().enumerate() {
             let key = |k: &str| format!("eval.attacks[{i}].{k}");
@@ -477,6 +529,12 @@ impl RunConfig {
                     o.gan_weight
                 );
             }
+        }
+        let step = self.finetune.attack_step_size;
+        if !(step.is_finite() && step >= 0.0 && step <= 2.0 * self.finetune.attack_eps.max(0.0)) {
+            bail!(
+                "finetune.attack_step_size must be in [0, 2 * attack_eps] (0 = the default), got {step}"
+            );
         }
         if !(self.finetune.attack_eps.is_finite() && self.finetune.attack_eps >= 0.0) {
             bail!(
@@ -671,5 +729,46 @@ mod tests {
         cfg.transform.grid = 8;
         let e = format!("{:#}", cfg.validate_for_images([1, 28, 28]).unwrap_err());
         assert!(e.contains("transform.grid"), "{e}");
+    }
+
+    #[test]
+    fn schedule_knobs_parse_and_are_checked() {
+        let cfg = RunConfig::parse(
+            &fmnist(),
+            &[
+                "finetune.lr_schedule=cosine".into(),
+                "finetune.warmup_steps=100".into(),
+                "finetune.attack_step_size=0.05".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.finetune.optim.lr_schedule, LrSchedule::Cosine);
+        assert_eq!(cfg.finetune.optim.warmup_steps, 100);
+        assert_eq!(cfg.finetune.attack_step_size, 0.05);
+        assert!(err(&["finetune.lr_schedule=linear"]).contains("linear"));
+        for bad in ["-0.01", "0.3", "nan"] {
+            let e = err(&[&format!("finetune.attack_step_size={bad}")]);
+            assert!(e.contains("finetune.attack_step_size"), "{bad}: {e}");
+        }
+        let e = err(&["finetune.warmup_steps=1000000"]);
+        assert!(
+            e.contains("finetune.warmup_steps") && e.contains("limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn default_schedule_knobs_leave_the_serialised_configuration_alone() {
+        // Older runs' configuration hashes and manifests stay valid.
+        let cfg = RunConfig::parse(&fmnist(), &[]).unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        for key in [
+            "lr_schedule",
+            "warmup_steps",
+            "attack_step_size",
+            "keep_epoch_artifacts",
+        ] {
+            assert!(!json.contains(key), "{key} serialised at its default");
+        }
     }
 }

@@ -902,3 +902,69 @@ fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
     assert_eq!(eval_rows(&killed), whole_rows, "resumed evaluation differs");
     std::fs::remove_dir_all(&f.dir).ok();
 }
+
+#[test]
+fn a_budget_run_keeps_every_epoch_and_counts_its_compute() {
+    let f = fixture("budget");
+    let cfg = f.config.to_str().unwrap();
+    let out = f.dir.join("out");
+    let out_s = out.to_str().unwrap();
+    for stage in ["train-classifier", "pretrain"] {
+        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
+        assert!(ok, "{stage}: {err}");
+    }
+    let (classifier, purifier) = (
+        out.join("classifier.safetensors"),
+        out.join("purifier-pretrained.safetensors"),
+    );
+    let ft = f.dir.join("finetune");
+    let (ok, err) = run(&[
+        "finetune",
+        "--config",
+        cfg,
+        "--out",
+        ft.to_str().unwrap(),
+        "--classifier",
+        classifier.to_str().unwrap(),
+        "--purifier",
+        purifier.to_str().unwrap(),
+        "--set",
+        "finetune.keep_epoch_artifacts=true",
+        "--set",
+        "finetune.lr_schedule=cosine",
+        "--set",
+        "finetune.warmup_steps=2",
+    ]);
+    assert!(ok, "{err}");
+    // 2 epochs of 6 steps of 8 images; PGD-5 through the defense.
+    let compute = |p: &Path| read_artifact(p).manifest.training["compute"].clone();
+    for (epoch, steps) in [(0, 6), (1, 12)] {
+        let p = ft.join(format!("epochs/atop-epoch-{epoch:03}.safetensors"));
+        let c = compute(&p);
+        assert_eq!(c["optimizer_steps"], steps, "{c}");
+        assert_eq!(c["attack_gradient_evaluations"], steps * 8 * 5, "{c}");
+        assert_eq!(c["attack_gradients_through"], "defense", "{c}");
+    }
+    let last = compute(&ft.join("atop.safetensors"));
+    assert_eq!(last["attack_gradient_evaluations"], 480, "{last}");
+    // The selected defense is one of the kept epochs, weight for weight.
+    let selected = read_artifact(&ft.join("atop.safetensors")).manifest;
+    let kept: Vec<String> = (0..2)
+        .map(|e| {
+            let p = ft.join(format!("epochs/atop-epoch-{e:03}.safetensors"));
+            read_artifact(&p).manifest.payload_sha256
+        })
+        .collect();
+    assert!(kept.contains(&selected.payload_sha256), "{kept:?}");
+    // The schedule ran: warm-up, then a falling cosine, logged per step.
+    let factors: Vec<f64> = std::fs::read_to_string(ft.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["losses"]["lr_factor"].as_f64())
+        .collect();
+    assert_eq!(factors.len(), 12, "{factors:?}");
+    assert_eq!(&factors[..3], &[0.5, 1.0, 1.0], "{factors:?}");
+    assert!(factors[2..].windows(2).all(|w| w[1] < w[0]), "{factors:?}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

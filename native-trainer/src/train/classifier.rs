@@ -17,8 +17,8 @@ use super::blocks::{Held, accuracy_of, adam, cross_entropy, first_pass, scalar};
 use super::pretrain::to_purify_size;
 use crate::config::{ClassifierTrainingConfig, OptimConfig};
 use crate::data::{Augment, Dataset};
-use crate::train::Stage;
 use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use crate::train::{Stage, StepAt};
 use atop::defense::resize;
 use atop::transform::TransformConfig;
 use burn::tensor::Tensor;
@@ -91,7 +91,7 @@ impl Stage for ClassifierStage<'_> {
     fn step(
         &mut self,
         batch: &[usize],
-        _epoch: usize,
+        at: StepAt,
         rng: &mut AtopRng,
     ) -> Result<BTreeMap<String, f64>> {
         let (x, y) = self
@@ -108,7 +108,7 @@ impl Stage for ClassifierStage<'_> {
         };
         let value = scalar(loss.clone().detach());
         let grads = GradientsParams::from_grads(loss.backward(), self.model());
-        let (optim, lr) = (&mut self.optim, self.cfg.lr);
+        let (optim, lr) = (&mut self.optim, at.lr(self.cfg.lr));
         self.model.replace(|model| optim.step(lr, model, grads));
         Ok(BTreeMap::from([("loss".to_string(), value)]))
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use atop::attack::{ClassifierTarget, DefenseTarget, GradientMode, PgdConfig, fgsm, pgd};
 use atop::defense::{Defense, resize};
-use atop::model::Classifier;
+use atop::model::{Classifier, Purifier};
 use atop::rng::AtopRng;
 use atop::transform::TransformConfig;
 use burn::module::Module;
@@ -18,7 +18,10 @@ use super::blocks::{correct, cross_entropy, first_pass};
 use super::pretrain::{LossTerm, PurifierBatch, PurifierTraining, to_purify_size};
 use crate::config::{AttackThrough, FinetuneConfig, TrainingAttackKind};
 use crate::data::Dataset;
-use crate::train::Stage;
+use crate::train::{EpochEnd, Stage, StepAt};
+
+/// Writes the defense of one epoch (its index, the purifier) somewhere.
+pub type EpochWriter<'a> = Box<dyn Fn(EpochEnd, &Purifier) -> Result<()> + 'a>;
 
 pub struct FinetuneStage<'a> {
     pub training: PurifierTraining,
@@ -30,6 +33,8 @@ pub struct FinetuneStage<'a> {
     pub val: &'a Dataset,
     pub device: Device,
     pub purify_size: usize,
+    /// When set, called with every epoch's purifier (`keep_epoch_artifacts`).
+    pub epoch_writer: Option<EpochWriter<'a>>,
 }
 
 /// The training attack: FGSM or PGD, on the classifier alone or the whole defense.
@@ -44,6 +49,7 @@ pub fn training_attack(
     let pgd_cfg = PgdConfig {
         eps: cfg.attack_eps,
         steps: cfg.attack_steps.max(1),
+        step_size: (cfg.attack_step_size > 0.0).then_some(cfg.attack_step_size),
         ..PgdConfig::default()
     };
     let adv = match (cfg.attack_through, defense) {
@@ -93,7 +99,7 @@ impl Stage for FinetuneStage<'_> {
     fn step(
         &mut self,
         batch: &[usize],
-        epoch: usize,
+        at: StepAt,
         rng: &mut AtopRng,
     ) -> Result<BTreeMap<String, f64>> {
         let (x, y) = self.train.batch(batch, None, &self.device);
@@ -110,23 +116,26 @@ impl Stage for FinetuneStage<'_> {
         let x_adv = to_purify_size(x_adv, self.purify_size);
         let draw = self.transform.draw(rng, x_adv.dims())?;
         let t = first_pass(draw.apply(x_adv)?);
-        let lambda = self.lambda(epoch);
+        let lambda = self.lambda(at.epoch);
         let classifier = &self.classifier;
         let batch = PurifierBatch {
             input: t.image,
             mask: t.mask,
             target: to_purify_size(x, self.purify_size),
         };
-        let mut losses =
-            self.training
-                .step_with(batch, self.cfg.optim.lr, self.cfg.gan_term, |purified| {
-                    let purified = resize(purified, [0, 0, h, w]);
-                    let ce = cross_entropy(classifier.forward(purified)?, &y);
-                    Ok(vec![LossTerm {
-                        name: "ce_adv",
-                        value: ce.mul_scalar(lambda),
-                    }])
-                })?;
+        let mut losses = self.training.step_with(
+            batch,
+            at.lr(self.cfg.optim.lr),
+            self.cfg.gan_term,
+            |purified| {
+                let purified = resize(purified, [0, 0, h, w]);
+                let ce = cross_entropy(classifier.forward(purified)?, &y);
+                Ok(vec![LossTerm {
+                    name: "ce_adv",
+                    value: ce.mul_scalar(lambda),
+                }])
+            },
+        )?;
         losses.insert("lambda".into(), lambda);
         Ok(losses)
     }
@@ -144,6 +153,13 @@ impl Stage for FinetuneStage<'_> {
             right += correct(logits, &y)?;
         }
         Ok(right as f64 / self.val.len().max(1) as f64)
+    }
+
+    fn after_epoch(&mut self, end: EpochEnd) -> Result<()> {
+        match &self.epoch_writer {
+            Some(write) => write(end, &self.training.purifier().valid()),
+            None => Ok(()),
+        }
     }
 
     super::blocks::purifier_stage_persistence!();

@@ -25,6 +25,7 @@ use anyhow::{Result, bail};
 use atop::rng::{AtopRng, mix, permutation, seeded, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::config::LrSchedule;
 use crate::metrics::{MetricsLog, Replay};
 use checkpoint::{Checkpoint, StageState};
 
@@ -35,7 +36,7 @@ pub trait Stage {
     fn step(
         &mut self,
         batch: &[usize],
-        epoch: usize,
+        at: StepAt,
         rng: &mut AtopRng,
     ) -> Result<BTreeMap<String, f64>>;
     /// Validation score on data held out from TRAINING data (higher is better).
@@ -47,6 +48,37 @@ pub trait Stage {
     fn snapshot(&self) -> Result<Vec<u8>>;
     /// Loads a snapshot back (the selected model, at the end).
     fn load_snapshot(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Called after each epoch's validation (AToP writes the epoch's
+    /// defense there when asked to).
+    fn after_epoch(&mut self, _end: EpochEnd) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// How far a stage had come when one of its epochs ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochEnd {
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub steps: usize,
+    /// Wall seconds so far, summed over resumed runs.
+    pub wall_seconds: f64,
+    pub validation: f64,
+}
+
+/// Where a step falls in its stage: the epoch (for switches such as
+/// AToP's `warmup_epochs`) and the schedule's learning-rate factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepAt {
+    pub epoch: usize,
+    pub lr_factor: f64,
+}
+
+impl StepAt {
+    /// The learning rate of this step for a stage whose base rate is `base`.
+    pub fn lr(&self, base: f64) -> f64 {
+        base * self.lr_factor
+    }
 }
 
 pub struct Schedule {
@@ -56,6 +88,8 @@ pub struct Schedule {
     pub train_len: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
+    pub lr_schedule: LrSchedule,
+    pub warmup_steps: usize,
 }
 
 impl Schedule {
@@ -67,6 +101,27 @@ impl Schedule {
         }
         .max(1)
     }
+
+    pub fn total_steps(&self) -> usize {
+        self.epochs * self.steps_per_epoch()
+    }
+
+    /// The learning-rate factor at `step` (0-based): linear warm-up, then
+    /// the schedule; exactly 1 for a constant schedule without warm-up.
+    pub fn lr_factor(&self, step: usize) -> f64 {
+        let warmup = self.warmup_steps;
+        if step < warmup {
+            return (step + 1) as f64 / warmup as f64;
+        }
+        match self.lr_schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let span = self.total_steps().saturating_sub(warmup).max(1);
+                let t = (step - warmup) as f64 / span as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        }
+    }
 }
 
 pub struct Outcome {
@@ -74,6 +129,20 @@ pub struct Outcome {
     pub best_epoch: Option<usize>,
     /// Wall seconds of the whole stage, summed over resumed runs.
     pub wall_seconds: f64,
+    /// Optimiser steps taken.
+    pub steps: usize,
+}
+
+impl Outcome {
+    /// No training yet (the manifest skeleton of a stage in progress).
+    pub fn none() -> Self {
+        Self {
+            best_score: None,
+            best_epoch: None,
+            wall_seconds: 0.0,
+            steps: 0,
+        }
+    }
 }
 
 pub fn checkpoint_path(out_dir: &Path, stage: &str) -> PathBuf {
@@ -128,6 +197,7 @@ pub fn run_stage<S: Stage>(
         best_score: run.state.best_score,
         best_epoch: run.state.best_epoch,
         wall_seconds: run.wall_seconds(),
+        steps: run.state.global_step,
     })
 }
 
@@ -225,7 +295,14 @@ impl<'a> StageRun<'a> {
             schedule.seed ^ stream::TRAINING_STEP,
             state.global_step as u64,
         ));
-        let losses = stage.step(batch, state.epoch, &mut rng)?;
+        let at = StepAt {
+            epoch: state.epoch,
+            lr_factor: schedule.lr_factor(state.global_step),
+        };
+        let mut losses = stage.step(batch, at, &mut rng)?;
+        if schedule.lr_schedule != LrSchedule::Constant || schedule.warmup_steps > 0 {
+            losses.insert("lr_factor".into(), at.lr_factor);
+        }
         if let Some((name, value)) = losses.iter().find(|(_, v)| !v.is_finite()) {
             self.bar.abandon();
             let kept = match self.checkpoint_written {
@@ -279,6 +356,13 @@ impl<'a> StageRun<'a> {
             state.best_score.unwrap_or(score),
             state.best_epoch.unwrap_or(state.epoch)
         ));
+        let end = EpochEnd {
+            epoch: state.epoch,
+            steps: state.global_step,
+            wall_seconds: self.seconds_before + self.started.elapsed().as_secs_f64(),
+            validation: score,
+        };
+        stage.after_epoch(end)?;
         state.epoch += 1;
         state.step_in_epoch = 0;
         state.done = state.epoch >= self.schedule.epochs;
@@ -302,5 +386,56 @@ impl<'a> StageRun<'a> {
         .save(&self.ckpt_path)?;
         self.checkpoint_written = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(lr_schedule: LrSchedule, warmup_steps: usize) -> Schedule {
+        Schedule {
+            epochs: 2,
+            batch_size: 10,
+            max_steps_per_epoch: 0,
+            train_len: 50,
+            checkpoint_every: 0,
+            seed: 0,
+            lr_schedule,
+            warmup_steps,
+        }
+    }
+
+    #[test]
+    fn a_constant_schedule_keeps_the_rate_exactly() {
+        let s = schedule(LrSchedule::Constant, 0);
+        assert!((0..s.total_steps()).all(|k| s.lr_factor(k) == 1.0));
+        assert_eq!(
+            StepAt {
+                epoch: 0,
+                lr_factor: 1.0
+            }
+            .lr(2e-4),
+            2e-4
+        );
+    }
+
+    #[test]
+    fn warm_up_then_cosine_by_hand() {
+        // 10 steps: 2 of warm-up (0.5, 1), then half a cosine over 8 steps.
+        let s = schedule(LrSchedule::Cosine, 2);
+        assert_eq!(s.total_steps(), 10);
+        assert_eq!(s.lr_factor(0), 0.5);
+        assert_eq!(s.lr_factor(1), 1.0);
+        assert_eq!(s.lr_factor(2), 1.0);
+        // Step 6 is halfway through the cosine: cos(pi / 2) = 0.
+        assert!((s.lr_factor(6) - 0.5).abs() < 1e-12);
+        // Step 4: 0.5 * (1 + cos(pi / 4)).
+        let expected = 0.5 * (1.0 + std::f64::consts::FRAC_1_SQRT_2);
+        assert!((s.lr_factor(4) - expected).abs() < 1e-12);
+        assert!(s.lr_factor(9) > 0.0 && s.lr_factor(9) < 0.05);
+        let constant = schedule(LrSchedule::Constant, 4);
+        assert_eq!(constant.lr_factor(1), 0.5);
+        assert_eq!(constant.lr_factor(4), 1.0);
     }
 }

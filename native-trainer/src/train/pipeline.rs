@@ -13,7 +13,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
-use crate::config::RunConfig;
+use crate::config::{AttackThrough, RunConfig, TrainingAttackKind};
 use crate::data::{self, Dataset};
 
 use crate::fsutil::write_atomic;
@@ -133,7 +133,27 @@ fn schedule(
         train_len,
         checkpoint_every: cfg.run.checkpoint_every,
         seed: cfg.run.seed ^ salt,
+        lr_schedule: o.lr_schedule,
+        warmup_steps: o.warmup_steps,
     }
+}
+
+/// What a stage's training cost, for the manifest and the comparison
+/// table: optimiser steps, the training attack's gradient evaluations
+/// (images x gradient passes, through what it attacks), and wall seconds.
+fn training_compute(
+    outcome: &Outcome,
+    batch_size: usize,
+    attack_steps: usize,
+    through: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "optimizer_steps": outcome.steps,
+        "images": outcome.steps * batch_size,
+        "attack_gradient_evaluations": outcome.steps * batch_size * attack_steps,
+        "attack_gradients_through": through,
+        "wall_seconds": outcome.wall_seconds,
+    })
 }
 
 pub struct StageResult<M> {
@@ -198,6 +218,16 @@ pub fn train_classifier(
     if let Some(a) = &attack {
         m.training["adversarial_training"] = a.record();
     }
+    let attack_steps = match attack {
+        Some(_) => cfg.train_classifier.attack_steps,
+        None => 0,
+    };
+    m.training["compute"] = training_compute(
+        &outcome,
+        cfg.train_classifier.optim.batch_size,
+        attack_steps,
+        "classifier",
+    );
     if let Some(v) = outcome.best_score {
         let (name, protocol) = match &attack {
             None => ("validation_accuracy", serde_json::Value::Null),
@@ -312,6 +342,20 @@ pub fn pretrain(
     })
 }
 
+/// AToP's batch size, gradient passes per training attack, and what the
+/// attack differentiates through.
+fn finetune_compute_terms(cfg: &RunConfig) -> (usize, usize, &'static str) {
+    let attack_steps = match cfg.finetune.attack {
+        TrainingAttackKind::Fgsm => 1,
+        TrainingAttackKind::Pgd => cfg.finetune.attack_steps.max(1),
+    };
+    let through = match cfg.finetune.attack_through {
+        AttackThrough::Defense => "defense",
+        AttackThrough::Classifier => "classifier",
+    };
+    (cfg.finetune.optim.batch_size, attack_steps, through)
+}
+
 /// What fine-tuning starts from: the models and the configurations that
 /// describe them (from their artifacts, not from the run configuration).
 pub struct FinetuneInputs {
@@ -356,7 +400,45 @@ pub fn finetune(
         val: &data.val,
         device: train_device,
         purify_size: cfg.data.purify_size,
+        epoch_writer: None,
     };
+    if cfg.finetune.keep_epoch_artifacts {
+        let (classifier, base) = (
+            classifier.valid(),
+            manifest(cfg, data, "finetune", &Outcome::none()),
+        );
+        let mut base = base;
+        base.classifier = Some(classifier_config.clone());
+        base.purifier = Some(purifier_config.clone());
+        base.transform = Some(cfg.transform.clone());
+        base.purify_size = cfg.data.purify_size;
+        let dir = out.join("epochs");
+        let (batch, attack_steps, through) = finetune_compute_terms(cfg);
+        stage.epoch_writer = Some(Box::new(move |end, purifier| {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut m = base.clone();
+            let so_far = Outcome {
+                best_score: None,
+                best_epoch: None,
+                wall_seconds: end.wall_seconds,
+                steps: end.steps,
+            };
+            m.training["epoch"] = serde_json::json!(end.epoch);
+            m.training["wall_seconds"] = serde_json::json!(end.wall_seconds);
+            m.training["compute"] = training_compute(&so_far, batch, attack_steps, through);
+            m.metrics.push(Metric {
+                name: "validation_robust_accuracy_training_attack".into(),
+                value: end.validation,
+                protocol: serde_json::json!({"epoch": end.epoch, "split": "validation carved from training data"}),
+            });
+            let epoch = end.epoch;
+            write_artifact(
+                &dir.join(format!("atop-epoch-{epoch:03}.safetensors")),
+                &Artifact::new(m, Some(&classifier), Some(purifier), None)?,
+            )
+        }));
+    }
     let outcome = run_stage(
         &mut stage,
         &schedule(&cfg.finetune.optim, data.train.len(), cfg, stream::FINETUNE),
@@ -367,6 +449,8 @@ pub fn finetune(
     let purifier = stage.training.purifier().clone();
     let mut m = manifest(cfg, data, "finetune", &outcome);
     let warnings = gan_health(out, "finetune", &mut m)?;
+    let (batch, attack_steps, through) = finetune_compute_terms(cfg);
+    m.training["compute"] = training_compute(&outcome, batch, attack_steps, through);
     m.classifier = Some(classifier_config);
     m.purifier = Some(purifier_config);
     m.transform = Some(cfg.transform.clone());

@@ -15,10 +15,12 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{Held, adam, discriminator_step, first_pass, l1_signed, l2_norm, scalar};
+#[cfg(test)]
+use crate::config::LrSchedule;
 use crate::config::{GanTerm, OptimConfig};
 use crate::data::Dataset;
-use crate::train::Stage;
 use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};
+use crate::train::{Stage, StepAt};
 
 /// The purifier and, for the GAN kind, its discriminator, with optimizers.
 pub struct PurifierTraining {
@@ -245,7 +247,7 @@ impl Stage for PretrainStage<'_> {
     fn step(
         &mut self,
         batch: &[usize],
-        _epoch: usize,
+        at: StepAt,
         rng: &mut AtopRng,
     ) -> Result<BTreeMap<String, f64>> {
         let (x, _) = self.train.batch(batch, None, &self.device);
@@ -258,7 +260,7 @@ impl Stage for PretrainStage<'_> {
             target: x,
         };
         // Pre-training always trains the generator against the discriminator.
-        self.training.step(batch, self.cfg.lr, GanTerm::Live)
+        self.training.step(batch, at.lr(self.cfg.lr), GanTerm::Live)
     }
 
     fn validate(&mut self, rng: &mut AtopRng) -> Result<f64> {
@@ -311,6 +313,8 @@ mod tests {
             max_steps_per_epoch: 0,
             discriminator_lr_scale: 1.0,
             gan_weight: 1.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
         };
         PurifierTraining::new(p, with_d.then_some(d), &cfg)
     }
@@ -369,6 +373,8 @@ mod tests {
             max_steps_per_epoch: 0,
             discriminator_lr_scale: 1.0,
             gan_weight: 1.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
         });
         (0..80)
             .map(|k| {
