@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use atop::attack::{AutoAttackComponent, AutoAttackVersion, GradientMode, Norm};
+use atop::attack::{
+    AutoAttackComponent, AutoAttackVersion, GradientMode, IterateSelection, Norm, PgdLoss,
+};
 use atop::model::{ClassifierConfig, DiscriminatorConfig, PurifierConfig};
 use atop::transform::TransformConfig;
 use serde::{Deserialize, Serialize};
@@ -341,6 +343,114 @@ pub struct EvalAttack {
     /// The attacks of a custom AutoAttack.
     #[serde(default)]
     pub attacks: Vec<AutoAttackComponent>,
+    /// The step size, absolute, in the threat model's units: PGD's step (in
+    /// (0, 2 eps]; default 2.5 eps / steps) and StAdv's Adam step on the
+    /// flow (in (0, 2 bound]; default 0.01). Other attacks set their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_size: Option<f64>,
+    /// PGD's loss: `ce` (default), `margin` or `dlr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<PgdLoss>,
+    /// PGD's random start in the eps-ball (default); false starts at the
+    /// clean image.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub random_start: bool,
+    /// What APGD and AutoAttack keep per point: `first-fooled` (the
+    /// official code's rule, default, for parity) or `best-loss` (every
+    /// point attacked by every restart and component, the iterate of
+    /// highest EOT-mean loss kept; for randomized defenses).
+    #[serde(default, skip_serializing_if = "is_first_fooled")]
+    pub selection: IterateSelection,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_first_fooled(s: &IterateSelection) -> bool {
+    *s == IterateSelection::FirstFooled
+}
+
+impl EvalAttack {
+    /// The schedule knobs against the attacks that take them; the error
+    /// starts with the key (the caller prefixes `eval.attacks[i].`).
+    pub fn validate_schedule(&self) -> std::result::Result<(), String> {
+        use EvalAttackKind::*;
+        if let Some(a) = self.step_size {
+            if !matches!(self.attack, Pgd | Stadv) {
+                return Err(format!(
+                    "step_size: {} sets its own step (only pgd and stadv take one)",
+                    self.attack.name()
+                ));
+            }
+            let max = 2.0 * self.eps;
+            if !(a.is_finite() && a > 0.0 && a <= max) {
+                return Err(format!(
+                    "step_size must be finite and in (0, 2 * eps] = (0, {max}], got {a}"
+                ));
+            }
+        }
+        if self.loss.is_some() && self.attack != Pgd {
+            return Err(format!(
+                "loss: only pgd takes a loss ({} has its own)",
+                self.attack.name()
+            ));
+        }
+        if !self.random_start && self.attack != Pgd {
+            return Err(format!(
+                "random_start: only pgd can start at the clean image ({} always starts at random)",
+                self.attack.name()
+            ));
+        }
+        if self.selection != IterateSelection::FirstFooled
+            && !matches!(self.attack, ApgdCe | ApgdDlr | ApgdT | Autoattack)
+        {
+            return Err(format!(
+                "selection: only apgd-ce, apgd-dlr, apgd-t and autoattack choose iterates ({} keeps its last)",
+                self.attack.name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The step size the attack runs with, where it has one fixed step:
+    /// PGD's (given or 2.5 eps / steps), FGSM's eps, StAdv's Adam step.
+    /// APGD adapts its own (None).
+    pub fn effective_step_size(&self) -> Option<f64> {
+        match self.attack {
+            EvalAttackKind::Pgd => Some(
+                self.step_size
+                    .unwrap_or(2.5 * self.eps / self.steps.max(1) as f64),
+            ),
+            EvalAttackKind::Fgsm => Some(self.eps),
+            EvalAttackKind::Stadv => Some(self.step_size.unwrap_or(0.01)),
+            _ => None,
+        }
+    }
+
+    /// The loss the attack ascends, by name.
+    pub fn loss_name(&self) -> &'static str {
+        use EvalAttackKind::*;
+        match self.attack {
+            Pgd => self.loss.unwrap_or_default().name(),
+            Fgsm => "ce",
+            ApgdCe => "ce",
+            ApgdDlr => "dlr",
+            ApgdT => "dlr-targeted",
+            FabT => "min-norm",
+            Square | Stadv => "margin",
+            Cw => "cw",
+            Autoattack => match self.version {
+                AutoAttackVersion::Standard => "ce, dlr-targeted, min-norm, margin",
+                AutoAttackVersion::Rand => "ce, dlr",
+                AutoAttackVersion::Custom => "per component",
+            },
+        }
+    }
 }
 
 fn five_hundred_twelve() -> usize {
@@ -387,6 +497,46 @@ pub struct EvalConfig {
     /// Final draws per point when scoring a randomized defense.
     pub score_draws: usize,
     pub attacks: Vec<EvalAttack>,
+    /// The under-tuning check: each gradient attack on a randomized defense
+    /// rerun stronger on a slice of the points.
+    #[serde(default, skip_serializing_if = "TuningProbe::is_default")]
+    pub tuning_probe: TuningProbe,
+}
+
+/// The under-tuning check's settings: on the first `points` points, each
+/// gradient attack on a randomized defense runs again with its step size
+/// times `step_factor` (capped at 2 eps; PGD and StAdv) and its EOT times
+/// `eot_factor` (capped at `max_eot`); the report warns when that probe
+/// leaves more than `margin` less expected accuracy than the protocol's
+/// attack on the same points.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuningProbe {
+    /// Points probed (0 = no check).
+    pub points: usize,
+    pub step_factor: f64,
+    pub eot_factor: usize,
+    pub max_eot: usize,
+    /// Accuracy difference (a fraction) above which the report warns.
+    pub margin: f64,
+}
+
+impl Default for TuningProbe {
+    fn default() -> Self {
+        Self {
+            points: 32,
+            step_factor: 4.0,
+            eot_factor: 4,
+            max_eot: 20,
+            margin: 0.05,
+        }
+    }
+}
+
+impl TuningProbe {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -429,6 +579,16 @@ impl RunConfig {
     fn validate_budgets(&self) -> Result<()> {
         let mut budgets: Vec<(String, usize, usize)> = vec![
             ("eval.subset".into(), self.eval.subset, limits::SUBSET),
+            (
+                "eval.tuning_probe.points".into(),
+                self.eval.tuning_probe.points,
+                limits::SUBSET,
+            ),
+            (
+                "eval.tuning_probe.max_eot".into(),
+                self.eval.tuning_probe.max_eot,
+                limits::EOT,
+            ),
             (
                 "eval.score_draws".into(),
                 self.eval.score_draws,
@@ -563,6 +723,22 @@ impl RunConfig {
         if !(self.finetune.lambda.is_finite() && self.finetune.lambda >= 0.0) {
             bail!("finetune.lambda must be >= 0, got {}", self.finetune.lambda);
         }
+        let p = &self.eval.tuning_probe;
+        if !(p.step_factor.is_finite() && p.step_factor >= 1.0) {
+            bail!(
+                "eval.tuning_probe.step_factor must be finite and >= 1, got {}",
+                p.step_factor
+            );
+        }
+        if !(p.margin.is_finite() && (0.0..=1.0).contains(&p.margin)) {
+            bail!(
+                "eval.tuning_probe.margin must be in [0, 1], got {}",
+                p.margin
+            );
+        }
+        if p.eot_factor == 0 || p.max_eot == 0 {
+            bail!("eval.tuning_probe.eot_factor and max_eot must be at least 1");
+        }
         for (i, a) in self.eval.attacks.iter().enumerate() {
             if !(a.eps.is_finite() && a.eps >= 0.0) {
                 bail!("eval.attacks[{i}].eps must be >= 0, got {}", a.eps);
@@ -572,6 +748,8 @@ impl RunConfig {
                     "eval.attacks[{i}]: steps, eot, queries and restarts (runs) must be at least 1"
                 );
             }
+            a.validate_schedule()
+                .map_err(|e| anyhow::anyhow!("eval.attacks[{i}].{e}"))?;
             if a.attack == EvalAttackKind::Stadv && a.norm != Norm::Linf {
                 bail!(
                     "eval.attacks[{i}]: stadv bounds its flow in L-infinity, set norm = \"linf\""
@@ -770,5 +948,75 @@ mod tests {
         ] {
             assert!(!json.contains(key), "{key} serialised at its default");
         }
+    }
+
+    /// The shipped config with its first attack given `extra` keys.
+    fn first_attack_with(extra: &str) -> std::result::Result<RunConfig, String> {
+        let text = fmnist().replacen(
+            r#"eot = 2, mode = "full" }"#,
+            &format!(r#"eot = 2, mode = "full", {extra} }}"#),
+            1,
+        );
+        assert_ne!(text, fmnist(), "the shipped config's first attack moved");
+        RunConfig::parse(&text, &[]).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn attack_schedules_are_checked_and_named() {
+        let cfg = first_attack_with(r#"step_size = 0.025, loss = "margin", random_start = false"#)
+            .unwrap();
+        let a = &cfg.eval.attacks[0];
+        assert_eq!(
+            (a.step_size, a.loss, a.random_start),
+            (Some(0.025), Some(PgdLoss::Margin), false)
+        );
+        assert_eq!(a.effective_step_size(), Some(0.025));
+        // The default step: 2.5 eps / steps.
+        let plain = RunConfig::parse(&fmnist(), &[]).unwrap();
+        assert_eq!(plain.eval.attacks[0].effective_step_size(), Some(0.025));
+        for bad in ["nan", "0", "-0.01", "0.21", "inf"] {
+            let e = first_attack_with(&format!("step_size = {bad}")).unwrap_err();
+            assert!(
+                e.contains("eval.attacks[0].step_size") && e.contains("(0, 0.2]"),
+                "{bad}: {e}"
+            );
+        }
+        let e = first_attack_with(r#"loss = "hinge""#).unwrap_err();
+        assert!(e.contains("hinge"), "{e}");
+        let apgd = |extra: &str| {
+            first_attack_with(&format!(r#"attack = "apgd-ce", {extra}"#))
+                .err()
+                .unwrap_or_default()
+        };
+        assert!(apgd("step_size = 0.01").contains("eval.attacks[0].step_size"));
+        assert!(apgd(r#"loss = "ce""#).contains("eval.attacks[0].loss"));
+        assert!(apgd("random_start = false").contains("eval.attacks[0].random_start"));
+        assert_eq!(apgd(r#"selection = "best-loss""#), "");
+        let e = first_attack_with(r#"selection = "best-loss""#).unwrap_err();
+        assert!(e.contains("eval.attacks[0].selection"), "{e}");
+        // Defaults leave the serialised protocol as it was.
+        let json = serde_json::to_string(&plain.eval).unwrap();
+        for key in [
+            "step_size",
+            "loss",
+            "random_start",
+            "selection",
+            "tuning_probe",
+        ] {
+            assert!(!json.contains(key), "{key} serialised at its default");
+        }
+    }
+
+    #[test]
+    fn the_tuning_probe_is_checked() {
+        let e = err(&["eval.tuning_probe.step_factor=0.5"]);
+        assert!(e.contains("eval.tuning_probe.step_factor"), "{e}");
+        let e = err(&["eval.tuning_probe.margin=nan"]);
+        assert!(e.contains("eval.tuning_probe.margin"), "{e}");
+        let e = err(&["eval.tuning_probe.points=100000000"]);
+        assert!(
+            e.contains("eval.tuning_probe.points") && e.contains("limit"),
+            "{e}"
+        );
     }
 }

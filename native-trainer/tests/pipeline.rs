@@ -338,6 +338,34 @@ attacks = [
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("report.json")).unwrap())
             .unwrap();
+    // The under-tuning check reran every full-gradient attack on each
+    // defense (PGD, AutoAttack rand, StAdv; not the transfer attack) with
+    // four times the step and EOT, on the batch's 8 points.
+    let probes = report["eval"]["tuning_probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2 * 3, "{probes:?}");
+    for p in probes {
+        assert_eq!(p["mode"], "full", "{p}");
+        assert_eq!(p["points"], 8, "{p}");
+        assert_eq!(
+            p["probe_eot"].as_u64().unwrap(),
+            4 * p["eot"].as_u64().unwrap(),
+            "{p}"
+        );
+    }
+    let pgd_probe = probes.iter().find(|p| p["attack"] == "pgd").unwrap();
+    // PGD-1's default step (0.25) is already past 2 eps: the probe keeps it.
+    assert_eq!(pgd_probe["step_size"], 0.25);
+    assert_eq!(pgd_probe["probe_step_size"], 0.25);
+    let rows = report["eval"]["rows"].as_array().unwrap();
+    let pgd_row = rows.iter().find(|r| r["attack"] == "pgd").unwrap();
+    assert_eq!(pgd_row["step_size"], 0.25, "{pgd_row}");
+    assert_eq!(pgd_row["loss"], "ce", "{pgd_row}");
+    let md = std::fs::read_to_string(eval_dir.join("report.md")).unwrap();
+    assert!(md.contains("Under-tuning check"), "{md}");
+    assert!(
+        md.contains("autoattack-rand (single-draw selection"),
+        "{md}"
+    );
     // Each defense is evaluated with its artifact's transform, and says so.
     let defenses = report["defenses"].as_array().unwrap();
     assert_eq!(defenses.len(), 2);

@@ -161,6 +161,8 @@ pub mod stream {
     pub const EVAL_ATTACK: u64 = 0xA77C;
     pub const EVAL_DEFENSE_SCORE: u64 = 0xDEF;
     pub const SANITY: u64 = 0x5A17;
+    /// The under-tuning probe: a stronger rerun of each attack on a slice.
+    pub const EVAL_TUNING_PROBE: u64 = 0x7B0BE;
 }
 
 #[cfg(test)]

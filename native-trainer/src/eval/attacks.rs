@@ -26,6 +26,7 @@ pub fn run_attack(
         restarts: attack.restarts,
         eot: attack.eot,
         loss,
+        selection: attack.selection,
         ..ApgdConfig::default()
     };
     Ok(match attack.attack {
@@ -36,7 +37,9 @@ pub fn run_attack(
                 steps: attack.steps,
                 eot: attack.eot,
                 restarts: attack.restarts,
-                ..PgdConfig::default()
+                step_size: attack.step_size,
+                loss: attack.loss.unwrap_or_default(),
+                random_start: attack.random_start,
             };
             pgd(target, x, labels, &cfg, rng)?
         }
@@ -71,10 +74,12 @@ pub fn run_attack(
             atop::attack::square(target, x, labels, &cfg, rng)?
         }
         EvalAttackKind::Stadv => {
+            let default = StadvConfig::with_bound(attack.eps);
             let cfg = StadvConfig {
                 steps: attack.steps,
                 eot: attack.eot,
-                ..StadvConfig::with_bound(attack.eps)
+                lr: attack.step_size.unwrap_or(default.lr),
+                ..default
             };
             stadv(target, x, labels, &cfg, rng)?.0
         }
@@ -96,6 +101,7 @@ pub fn run_attack(
                 target_classes: attack.target_classes,
                 square_queries: attack.queries,
                 eot: attack.eot,
+                selection: attack.selection,
             };
             autoattack(target, x, labels, &cfg, rng)?.adversarial
         }

@@ -7,6 +7,7 @@
 //! state file and split into shards whose merge equals the whole run.
 
 mod attacks;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod sanity;
@@ -66,6 +67,17 @@ pub struct EvalRow {
     pub restarts: usize,
     /// Gradient mode of the attack ("-" for clean and worst-case rows).
     pub mode: String,
+    /// The fixed step size the attack ran with (PGD, FGSM, StAdv); None
+    /// where the attack adapts its own (APGD) or on clean rows.
+    #[serde(default)]
+    pub step_size: Option<f64>,
+    /// The loss the attack ascended ("-" on clean and worst-case rows).
+    #[serde(default)]
+    pub loss: String,
+    /// What APGD and AutoAttack kept per point (`first-fooled`, the
+    /// official rule, or `best-loss`); empty for other attacks.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selection: String,
     pub draws: usize,
     /// Expected accuracy of one query: the fraction of (point, draw) pairs
     /// classified correctly (what other papers report for randomized defenses).
@@ -98,10 +110,15 @@ pub struct EvalReport {
     /// Sanity-check warnings: the gradient checks, then the table checks.
     #[serde(default)]
     pub warnings: Vec<String>,
-    /// The gradient checks alone (run on batch 0 only, so a merge of shards
-    /// takes them from the shard that had it and redoes the table checks).
+    /// The gradient checks and the under-tuning check's warnings (run on
+    /// batch 0 only, so a merge of shards takes them from the shard that
+    /// had it and redoes the table checks).
     #[serde(default)]
     pub gradient_warnings: Vec<String>,
+    /// The under-tuning check: every probed attack's figure beside a
+    /// stronger rerun's, on the same points.
+    #[serde(default)]
+    pub tuning_probes: Vec<probe::ProbeRecord>,
 }
 
 /// The seeded subset of test indices.
@@ -140,6 +157,9 @@ fn row(
             (true, RowKind::Defense) => a.eot,
         }),
         restarts: attack.map_or(0, |a| a.restarts),
+        step_size: attack.and_then(EvalAttack::effective_step_size),
+        loss: attack.map_or("-".into(), |a| a.loss_name().to_string()),
+        selection: attack.map_or(String::new(), |a| probe::selection_of(a).to_string()),
         mode: attack.map_or("-".into(), |a| {
             if a.attack.uses_gradients() {
                 a.mode.name().to_string()
@@ -232,6 +252,9 @@ pub fn worst_case_rows(rows: &[EvalRow]) -> Vec<EvalRow> {
                 eot: 0,
                 restarts: 0,
                 mode: "-".into(),
+                step_size: None,
+                loss: "-".into(),
+                selection: String::new(),
                 correct_counts: counts,
                 ..first.clone()
             };
@@ -384,7 +407,11 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     let (cfg, defenses) = (inputs.cfg, inputs.defenses);
     let batches = Batches::new(inputs, run);
     let models = inputs.classifiers.len() + defenses.len();
-    let work = batches.mine.len() * (models * (1 + cfg.attacks.len()) + defenses.len());
+    let probes = match cfg.tuning_probe.points > 0 && batches.mine.first() == Some(&0) {
+        true => defenses.len() * cfg.attacks.iter().filter(|a| probe::probed(a)).count(),
+        false => 0,
+    };
+    let work = batches.mine.len() * (models * (1 + cfg.attacks.len()) + defenses.len()) + probes;
     let bar = ProgressBar::new(work as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -407,6 +434,8 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
         ));
         rows.extend(attack_rows(&batches, a, attack, &mut units)?);
     }
+    units.bar.set_message("under-tuning check");
+    let tuning_probes = probe::tuning_probes(&batches, &rows, &mut units)?;
     units.bar.finish_and_clear();
     let worst = worst_case_rows(&rows);
     rows.extend(worst);
@@ -428,6 +457,8 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     } else {
         Vec::new()
     };
+    let mut gradient_warnings = gradient_warnings;
+    gradient_warnings.extend(tuning_probes.iter().filter_map(probe::ProbeRecord::warning));
     let mut warnings = gradient_warnings.clone();
     warnings.extend(sanity::row_warnings(&rows));
     for w in &warnings {
@@ -441,6 +472,7 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
         rows,
         warnings,
         gradient_warnings,
+        tuning_probes,
     })
 }
 

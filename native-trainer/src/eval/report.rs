@@ -140,15 +140,18 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(md, "* elapsed: {:.0} s\n", report.elapsed_seconds);
     let _ = writeln!(
         md,
-        "| model | attack | norm | eps | steps | EOT | runs | gradient mode | draws | accuracy (mean over draws) | accuracy (every draw) | accuracy (majority) |"
+        "| model | attack | norm | eps | steps | step size | loss | EOT | runs | gradient mode | draws | accuracy (mean over draws) | accuracy (every draw) | accuracy (majority) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in &report.eval.rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |",
             r.model,
-            r.attack,
+            attack_label(r),
             r.norm,
             if !crate::eval::is_attack_row(r) && r.attack != "worst case" {
                 "-".into()
@@ -160,6 +163,8 @@ pub fn markdown(report: &Report) -> String {
             } else {
                 r.steps.to_string()
             },
+            step_label(r),
+            if r.loss.is_empty() { "-" } else { &r.loss },
             if r.eot == 0 {
                 "-".into()
             } else {
@@ -188,6 +193,18 @@ pub fn markdown(report: &Report) -> String {
     for w in &report.eval.warnings {
         let _ = writeln!(md, "* warning: {w}");
     }
+    let probes = &report.eval.tuning_probes;
+    if !probes.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nUnder-tuning check (each gradient attack on a randomized defense rerun with a larger step and more EOT on the first points; a warning above where the probe is stronger by more than {:.0} points):\n",
+            100.0 * probes[0].margin
+        );
+        for p in probes {
+            let verdict = if p.under_tuned() { "UNDER-TUNED" } else { "ok" };
+            let _ = writeln!(md, "* {verdict}: {}", p.line());
+        }
+    }
     let training_warnings = report
         .training
         .as_ref()
@@ -200,6 +217,36 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "* training warning: {w}");
     }
     md
+}
+
+/// The attack as the table names it: APGD and AutoAttack say which iterate
+/// they kept, and an AutoAttack row on a randomized defense that kept the
+/// official single-draw choice says that it overstates.
+pub fn attack_label(r: &crate::eval::EvalRow) -> String {
+    match r.selection.as_str() {
+        "" => r.attack.clone(),
+        "first-fooled"
+            if r.kind == crate::eval::RowKind::Defense && r.attack.starts_with("autoattack") =>
+        {
+            format!(
+                "{} (single-draw selection: overstates a randomized defense)",
+                r.attack
+            )
+        }
+        "first-fooled" => r.attack.clone(),
+        s => format!("{} ({s})", r.attack),
+    }
+}
+
+/// The step size column: the fixed step, "adaptive" for APGD, or "-".
+fn step_label(r: &crate::eval::EvalRow) -> String {
+    match r.step_size {
+        Some(a) => format!("{a:.4}"),
+        None if r.attack.starts_with("apgd") || r.attack.starts_with("autoattack") => {
+            "adaptive".into()
+        }
+        None => "-".into(),
+    }
 }
 
 /// Writes report.json and report.md into `dir`; returns the markdown.

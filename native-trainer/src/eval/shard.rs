@@ -103,6 +103,10 @@ pub fn merge(parts: &[EvalReport], names: &[String]) -> Result<EvalReport> {
         .iter()
         .flat_map(|p| p.gradient_warnings.iter().cloned())
         .collect();
+    let tuning_probes = parts
+        .iter()
+        .flat_map(|p| p.tuning_probes.iter().cloned())
+        .collect();
     let mut warnings = gradient_warnings.clone();
     warnings.extend(sanity::row_warnings(&rows));
     Ok(EvalReport {
@@ -113,5 +117,6 @@ pub fn merge(parts: &[EvalReport], names: &[String]) -> Result<EvalReport> {
         rows,
         warnings,
         gradient_warnings,
+        tuning_probes,
     })
 }

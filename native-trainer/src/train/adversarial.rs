@@ -5,7 +5,7 @@
 //! stage's seeded generator.
 
 use anyhow::Result;
-use atop::attack::{ClassifierTarget, Norm, PgdConfig, pgd, project};
+use atop::attack::{ClassifierTarget, Norm, PgdConfig, PgdLoss, pgd, project};
 use atop::model::Classifier;
 use atop::rng::{AtopRng, fill_standard_normal};
 use burn::module::Module;
@@ -76,6 +76,7 @@ impl TrainingAttack {
                     random_start: true,
                     restarts: 1,
                     eot: 1,
+                    loss: PgdLoss::Ce,
                 };
                 Ok(pgd(&ClassifierTarget(frozen), x, labels, &cfg, rng)?)
             }

@@ -6,9 +6,9 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    AttackLoss, Evaluation, Norm, ascent_direction, check_eps, check_labels, evaluate, int_tensor,
-    normal_like, per_sample_norm, project, sample_mask, scatter_rows, select_rows,
-    symmetric_uniform_like, targets_by_rank, to_i64, wrong_once,
+    AttackLoss, Evaluation, IterateSelection, Norm, ascent_direction, check_eps, check_labels,
+    evaluate, int_tensor, keep_higher, normal_like, per_sample_norm, project, sample_mask,
+    scatter_rows, select_rows, symmetric_uniform_like, targets_by_rank, to_i64, wrong_once,
 };
 use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
@@ -41,6 +41,9 @@ pub struct ApgdConfig {
     pub rho: f64,
     /// Weight of the new step against the previous one (momentum 1 - alpha).
     pub alpha: f64,
+    /// What each point keeps over iterations and restarts (the official
+    /// code: the first iterate one draw misclassified).
+    pub selection: IterateSelection,
 }
 
 impl Default for ApgdConfig {
@@ -54,6 +57,7 @@ impl Default for ApgdConfig {
             loss: ApgdLoss::Ce,
             rho: 0.75,
             alpha: 0.75,
+            selection: IterateSelection::FirstFooled,
         }
     }
 }
@@ -339,6 +343,11 @@ impl ApgdRun {
         self.x_adv.clone()
     }
 
+    /// Per sample the highest-loss iterate and that loss (EOT-averaged).
+    pub fn finish_best_loss(self) -> (Tensor<4>, Vec<f32>) {
+        (self.x_best, self.loss_best)
+    }
+
     /// Per sample the last iterate that was misclassified, else the
     /// highest-loss iterate; and whether any iterate was misclassified.
     pub fn finish(self) -> (Tensor<4>, Vec<bool>) {
@@ -389,6 +398,27 @@ where
     Ok(x_adv)
 }
 
+/// Every point, `rounds` runs (`run(round, rng)` gives the round's
+/// highest-loss iterates and their losses); per point the iterate of the
+/// highest loss over all rounds.
+fn best_loss_over_rounds<F>(
+    x: &Tensor<4>,
+    rounds: usize,
+    rng: &mut AtopRng,
+    mut run: F,
+) -> Result<Tensor<4>>
+where
+    F: FnMut(usize, &mut AtopRng) -> Result<(Tensor<4>, Vec<f32>)>,
+{
+    let mut best = x.clone();
+    let mut best_loss = vec![f32::NEG_INFINITY; x.dims()[0]];
+    for round in 0..rounds {
+        let (candidate, loss) = run(round, rng)?;
+        best = keep_higher(best, &mut best_loss, candidate, &loss);
+    }
+    Ok(best)
+}
+
 /// Untargeted APGD with the cross-entropy or DLR loss.
 pub fn apgd<T: AttackTarget + ?Sized>(
     target: &T,
@@ -401,6 +431,16 @@ pub fn apgd<T: AttackTarget + ?Sized>(
     check_labels(labels, x.dims())?;
     let x = x.detach();
     let loss = cfg.loss.into();
+    if cfg.selection == IterateSelection::BestLoss {
+        let y = int_tensor(labels, &x.device());
+        return best_loss_over_rounds(&x, cfg.restarts, rng, |_, rng| {
+            let mut run = ApgdRun::start_with(target, &x, &y, None, loss, cfg, rng)?;
+            while !run.is_finished() {
+                run.step(target, rng)?;
+            }
+            Ok(run.finish_best_loss())
+        });
+    }
     on_robust_points(target, &x, labels, cfg.restarts, rng, |_, xs, idx, rng| {
         let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
         let y = int_tensor(&ys, &xs.device());
@@ -436,6 +476,20 @@ pub fn apgd_targeted<T: AttackTarget + ?Sized>(
     // ranked[i][r]: the class ranked r-th for point i (0 = top).
     let ranked = to_i64(order.reshape([n * k]), "target ranking")?;
     let rounds = targets_count * cfg.restarts;
+    if cfg.selection == IterateSelection::BestLoss {
+        let all: Vec<usize> = (0..n).collect();
+        let y = int_tensor(labels, &x.device());
+        return best_loss_over_rounds(&x, rounds, rng, |round, rng| {
+            let ts = targets_by_rank(&ranked, k, labels, &all, 1 + round / cfg.restarts);
+            let t = int_tensor(&ts, &x.device());
+            let loss = AttackLoss::DlrTargeted;
+            let mut run = ApgdRun::start_with(target, &x, &y, Some(&t), loss, cfg, rng)?;
+            while !run.is_finished() {
+                run.step(target, rng)?;
+            }
+            Ok(run.finish_best_loss())
+        });
+    }
     on_robust_points(target, &x, labels, rounds, rng, |round, xs, idx, rng| {
         let rank = 1 + round / cfg.restarts;
         let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();

@@ -6,7 +6,10 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::{ApgdConfig, ApgdLoss, apgd, apgd_targeted};
-use super::common::{Norm, check_eps, check_labels, scatter_rows, select_rows, wrong_once};
+use super::common::{
+    IterateSelection, Norm, check_eps, check_labels, keep_higher, mean_margin, scatter_rows,
+    select_rows, wrong_once,
+};
 use super::fab::{FabConfig, fab_targeted};
 use super::square::{SquareConfig, square};
 use super::target::AttackTarget;
@@ -72,6 +75,10 @@ pub struct AutoAttackConfig {
     pub square_queries: usize,
     /// Gradient samples per APGD iteration: 1 in `standard`, 20 in `rand`.
     pub eot: usize,
+    /// What each point keeps: the official first-fooled rule (parity with
+    /// the official code), or every point attacked by every component and
+    /// its best-loss iterate kept (for randomized defenses).
+    pub selection: IterateSelection,
 }
 
 impl Default for AutoAttackConfig {
@@ -85,6 +92,7 @@ impl Default for AutoAttackConfig {
             target_classes: 9,
             square_queries: 5000,
             eot: 1,
+            selection: IterateSelection::FirstFooled,
         }
     }
 }
@@ -136,6 +144,7 @@ impl AutoAttackConfig {
             restarts: 1,
             eot: self.eot,
             loss,
+            selection: self.selection,
             ..ApgdConfig::default()
         }
     }
@@ -172,6 +181,9 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
         .into_iter()
         .map(|w| !w)
         .collect();
+    if cfg.selection == IterateSelection::BestLoss {
+        return autoattack_best_loss(target, x, labels, cfg, clean_robust, rng);
+    }
     let mut robust = clean_robust.clone();
     let mut adversarial = x.clone();
     let mut attempted = vec![false; dims[0]];
@@ -181,38 +193,7 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
         if !idx.is_empty() {
             let xs = select_rows(&x, &idx);
             let ys: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
-            let adv = match component {
-                AutoAttackComponent::ApgdCe => apgd(target, xs, &ys, &cfg.apgd(ApgdLoss::Ce), rng)?,
-                AutoAttackComponent::ApgdDlr => {
-                    apgd(target, xs, &ys, &cfg.apgd(ApgdLoss::Dlr), rng)?
-                }
-                AutoAttackComponent::ApgdT => apgd_targeted(
-                    target,
-                    xs,
-                    &ys,
-                    &cfg.apgd(ApgdLoss::Dlr),
-                    cfg.target_classes,
-                    rng,
-                )?,
-                AutoAttackComponent::FabT => {
-                    let fab = FabConfig {
-                        norm: cfg.norm,
-                        eps: cfg.eps,
-                        steps: cfg.steps,
-                        ..FabConfig::default()
-                    };
-                    fab_targeted(target, xs, &ys, &fab, cfg.target_classes, rng)?
-                }
-                AutoAttackComponent::Square => {
-                    let sq = SquareConfig {
-                        norm: cfg.norm,
-                        eps: cfg.eps,
-                        queries: cfg.square_queries,
-                        ..SquareConfig::default()
-                    };
-                    square(target, xs, &ys, &sq, rng)?
-                }
-            };
+            let adv = run_component(target, component, xs, &ys, cfg, rng)?;
             let fooled = wrong_once(target, &adv, &ys, rng)?;
             // A fooling image replaces anything; a still-robust point keeps
             // the first attack's strongest attempt.
@@ -231,6 +212,80 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
     }
     Ok(AutoAttackResult {
         adversarial,
+        clean_robust,
+        robust_after,
+    })
+}
+
+/// One component of a composition on the points `x` (labels `labels`).
+fn run_component<T: AttackTarget + ?Sized>(
+    target: &T,
+    component: AutoAttackComponent,
+    xs: Tensor<4>,
+    ys: &[i64],
+    cfg: &AutoAttackConfig,
+    rng: &mut AtopRng,
+) -> Result<Tensor<4>> {
+    Ok(match component {
+        AutoAttackComponent::ApgdCe => apgd(target, xs, ys, &cfg.apgd(ApgdLoss::Ce), rng)?,
+        AutoAttackComponent::ApgdDlr => apgd(target, xs, ys, &cfg.apgd(ApgdLoss::Dlr), rng)?,
+        AutoAttackComponent::ApgdT => apgd_targeted(
+            target,
+            xs,
+            ys,
+            &cfg.apgd(ApgdLoss::Dlr),
+            cfg.target_classes,
+            rng,
+        )?,
+        AutoAttackComponent::FabT => {
+            let fab = FabConfig {
+                norm: cfg.norm,
+                eps: cfg.eps,
+                steps: cfg.steps,
+                ..FabConfig::default()
+            };
+            fab_targeted(target, xs, ys, &fab, cfg.target_classes, rng)?
+        }
+        AutoAttackComponent::Square => {
+            let sq = SquareConfig {
+                norm: cfg.norm,
+                eps: cfg.eps,
+                queries: cfg.square_queries,
+                ..SquareConfig::default()
+            };
+            square(target, xs, ys, &sq, rng)?
+        }
+    })
+}
+
+/// The best-loss composition: every component attacks every point; each
+/// point keeps the candidate of highest EOT-mean margin (the loss all
+/// components share), so no single lucky draw decides what is scored.
+fn autoattack_best_loss<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: Tensor<4>,
+    labels: &[i64],
+    cfg: &AutoAttackConfig,
+    clean_robust: Vec<bool>,
+    rng: &mut AtopRng,
+) -> Result<AutoAttackResult> {
+    let n = x.dims()[0];
+    let mut best = x.clone();
+    let mut best_margin = vec![f32::NEG_INFINITY; n];
+    let mut robust = clean_robust.clone();
+    let mut robust_after = Vec::new();
+    for component in cfg.components() {
+        let adv = run_component(target, component, x.clone(), labels, cfg, rng)?;
+        let margin = mean_margin(target, &adv, labels, cfg.eot, rng)?;
+        best = keep_higher(best, &mut best_margin, adv, &margin);
+        let fooled = wrong_once(target, &best, labels, rng)?;
+        for (r, f) in robust.iter_mut().zip(fooled) {
+            *r &= !f;
+        }
+        robust_after.push((component.name().to_string(), robust.clone()));
+    }
+    Ok(AutoAttackResult {
+        adversarial: best,
         clean_robust,
         robust_after,
     })

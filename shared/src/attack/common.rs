@@ -150,6 +150,77 @@ pub(crate) fn sample_mask(
         .expand(dims)
 }
 
+/// What an attack keeps per point, over its iterations, restarts and (in
+/// AutoAttack) its component attacks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IterateSelection {
+    /// The official AutoAttack code's rule: an iterate that one forward pass
+    /// misclassified wins, and later restarts or attacks run only on points
+    /// no single draw has fooled yet. Exact for a deterministic model; on a
+    /// randomized defense one lucky draw decides, which overstates it.
+    #[default]
+    FirstFooled,
+    /// Every point is attacked by every restart and component, and keeps
+    /// the iterate of highest EOT-mean loss (across components, of highest
+    /// EOT-mean margin, the one loss they share); scoring over draws then
+    /// judges that image.
+    BestLoss,
+}
+
+impl IterateSelection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FirstFooled => "first-fooled",
+            Self::BestLoss => "best-loss",
+        }
+    }
+}
+
+/// Per point, the margin max_{j != y} z_j - z_y averaged over `eot` draws
+/// of a randomized target (one pass for a deterministic one); no gradient.
+pub(crate) fn mean_margin<T: AttackTarget + ?Sized>(
+    target: &T,
+    x: &Tensor<4>,
+    labels: &[i64],
+    eot: usize,
+    rng: &mut AtopRng,
+) -> Result<Vec<f32>> {
+    let n = x.dims()[0];
+    let eot = if target.is_randomized() {
+        eot.max(1)
+    } else {
+        1
+    };
+    let x_rep = x.clone().detach().repeat_dim(0, eot);
+    let y = int_tensor(labels, &x.device()).repeat_dim(0, eot);
+    let logits = target.logits(x_rep, rng)?.detach();
+    let margin = per_sample_loss(AttackLoss::Margin, logits, &y, None)?;
+    to_f32(margin.reshape([eot, n]).mean_dim(0).reshape([n]), "margin")
+}
+
+/// Keeps, per point, `candidate` where its score beats `best_score` (NaN
+/// never wins), updating the scores.
+pub(crate) fn keep_higher(
+    best: Tensor<4>,
+    best_score: &mut [f32],
+    candidate: Tensor<4>,
+    score: &[f32],
+) -> Tensor<4> {
+    let take: Vec<bool> = score
+        .iter()
+        .zip(best_score.iter())
+        .map(|(s, b)| s > b)
+        .collect();
+    for ((b, s), t) in best_score.iter_mut().zip(score).zip(&take) {
+        if *t {
+            *b = *s;
+        }
+    }
+    let mask = sample_mask(&take, best.dims(), &best.device());
+    best.mask_where(mask, candidate)
+}
+
 /// The per-sample objective an attack ascends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttackLoss {

@@ -21,10 +21,10 @@ pub use apgd::{ApgdConfig, ApgdLoss, ApgdRun, apgd, apgd_targeted};
 pub use autoattack::{
     AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
 };
-pub use common::{AttackLoss, Norm, gradient_health, per_sample_loss, project};
+pub use common::{AttackLoss, IterateSelection, Norm, gradient_health, per_sample_loss, project};
 pub use cw::{CwConfig, carlini_wagner_l2};
 pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
-pub use pgd::{PgdConfig, PgdRun, fgsm, pgd};
+pub use pgd::{PgdConfig, PgdLoss, PgdRun, fgsm, pgd};
 pub use score::{RandomizedScore, score_randomized};
 pub use square::{SquareConfig, square};
 pub use stadv::{StadvConfig, flow_smoothness, stadv, stadv_flow_gradient, warp_by_flow};

@@ -11,7 +11,40 @@ use super::target::AttackTarget;
 use crate::error::{AtopError, Result};
 use crate::rng::AtopRng;
 
-/// Projected gradient descent on the cross-entropy loss.
+/// The loss PGD ascends.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgdLoss {
+    /// Cross-entropy of the true label (Madry et al.).
+    #[default]
+    Ce,
+    /// The margin max_{j != y} z_j - z_y (Carlini & Wagner's f6, untargeted).
+    Margin,
+    /// The difference of logits ratio (Croce & Hein 2020).
+    Dlr,
+}
+
+impl PgdLoss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ce => "ce",
+            Self::Margin => "margin",
+            Self::Dlr => "dlr",
+        }
+    }
+}
+
+impl From<PgdLoss> for AttackLoss {
+    fn from(loss: PgdLoss) -> Self {
+        match loss {
+            PgdLoss::Ce => AttackLoss::CrossEntropy,
+            PgdLoss::Margin => AttackLoss::Margin,
+            PgdLoss::Dlr => AttackLoss::Dlr,
+        }
+    }
+}
+
+/// Projected gradient descent (cross-entropy, margin or DLR loss).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PgdConfig {
@@ -27,6 +60,7 @@ pub struct PgdConfig {
     pub restarts: usize,
     /// Gradient samples averaged per step (Expectation over Transformation).
     pub eot: usize,
+    pub loss: PgdLoss,
 }
 
 impl Default for PgdConfig {
@@ -39,6 +73,7 @@ impl Default for PgdConfig {
             random_start: true,
             restarts: 1,
             eot: 1,
+            loss: PgdLoss::Ce,
         }
     }
 }
@@ -53,17 +88,22 @@ impl PgdConfig {
             ));
         }
         if let Some(a) = self.step_size
-            && !(a.is_finite() && a > 0.0)
+            && !(a.is_finite() && a > 0.0 && (a <= 2.0 * self.eps || self.eps == 0.0))
         {
             return Err(AtopError::config(
                 "attack.step_size",
-                format!("must be finite and > 0, got {a}"),
+                format!(
+                    "must be finite and in (0, 2 * eps] = (0, {}], got {a}",
+                    2.0 * self.eps
+                ),
             ));
         }
         Ok(())
     }
 
-    fn alpha(&self) -> f64 {
+    /// The step size this configuration runs with: `step_size`, or
+    /// 2.5 * eps / steps (Madry et al.) when none is given.
+    pub fn alpha(&self) -> f64 {
         self.step_size.unwrap_or(2.5 * self.eps / self.steps as f64)
     }
 }
@@ -85,6 +125,7 @@ pub fn fgsm<T: AttackTarget + ?Sized>(
         random_start: false,
         restarts: 1,
         eot,
+        loss: PgdLoss::Ce,
     };
     pgd(target, x, labels, &cfg, rng)
 }
@@ -142,7 +183,7 @@ impl PgdRun {
             &self.x_adv,
             &self.y,
             None,
-            AttackLoss::CrossEntropy,
+            self.cfg.loss.into(),
             self.cfg.eot,
             rng,
         )?;

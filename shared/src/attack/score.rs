@@ -32,6 +32,16 @@ impl RandomizedScore {
             .collect()
     }
 
+    /// Expected accuracy of one query: the fraction of (point, draw) pairs
+    /// classified correctly.
+    pub fn mean_accuracy(&self) -> f64 {
+        let pairs = self.correct_counts.len() * self.draws;
+        if pairs == 0 {
+            return 0.0;
+        }
+        self.correct_counts.iter().sum::<usize>() as f64 / pairs as f64
+    }
+
     pub fn every_draw_accuracy(&self) -> f64 {
         fraction(&self.every_draw())
     }

@@ -20,7 +20,7 @@ pub use permalink::{
 use crate::artifact::Artifact;
 use crate::attack::{
     ApgdConfig, ApgdLoss, ApgdRun, AttackTarget, ClassifierTarget, DefenseTarget, GradientMode,
-    PgdConfig, PgdRun,
+    PgdConfig, PgdLoss, PgdRun,
 };
 use crate::defense::Defense;
 use crate::error::{AtopError, Result};
@@ -248,6 +248,7 @@ impl DemoAttackRun {
                     random_start: false,
                     restarts: 1,
                     eot: link.eot,
+                    loss: PgdLoss::Ce,
                 },
                 &mut rng,
             )?,
@@ -260,6 +261,7 @@ impl DemoAttackRun {
                     random_start: true,
                     restarts: 1,
                     eot: link.eot,
+                    loss: PgdLoss::Ce,
                 },
                 &mut rng,
             )?,

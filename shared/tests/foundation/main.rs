@@ -9,5 +9,6 @@ mod demo;
 mod hostile;
 mod models;
 mod parity;
+mod schedules;
 mod stadv;
 mod transform;
