@@ -559,8 +559,11 @@ impl Default for RunSettings {
 impl RunConfig {
     /// Reads a TOML file, applies `key=value` overrides, checks the values.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = crate::fsutil::read_text_bounded(
+            path,
+            crate::fsutil::read_limits::TEXT_FILE,
+            "config",
+        )?;
         Self::parse(&text, overrides).with_context(|| format!("config {}", path.display()))
     }
 

@@ -8,6 +8,84 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+/// Upper bounds on the files a command reads, so that a wrong path (a
+/// device such as /dev/zero, a huge unrelated file) ends in an error that
+/// names it instead of reading until the kernel kills the process.
+pub mod read_limits {
+    /// Artifacts and checkpoints (a WRN-28-10 artifact is about 150 MB).
+    pub const MODEL_FILE: u64 = 4 << 30;
+    /// Dataset files (CIFAR-10's archive is 170 MB, ImageNette's images less).
+    pub const DATA_FILE: u64 = 4 << 30;
+    /// Configurations, protocols, permalinks and adversarial images (text).
+    pub const TEXT_FILE: u64 = 64 << 20;
+    /// Reports, metrics logs and evaluation state (JSON written by atop).
+    pub const RUN_RECORD: u64 = 1 << 30;
+}
+
+/// Reads at most `limit` bytes of `path`; a longer file (or an endless
+/// device) is an error naming the file, what it was read as, and the limit.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let file =
+        File::open(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!(
+            "{what} {} is larger than the limit of {} MiB (not a {what}, or an endless file)",
+            path.display(),
+            limit >> 20
+        );
+    }
+    Ok(bytes)
+}
+
+/// Reads an artifact file as far as its own header says it reaches (the
+/// safetensors length prefix, the header, then the tensors' data), so an
+/// endless or unrelated file is refused after a few bytes, and a declared
+/// length over [`read_limits::MODEL_FILE`] before anything large is read.
+pub fn read_artifact_bytes(path: &Path) -> Result<Vec<u8>> {
+    let name = path.display().to_string();
+    let cannot = || format!("cannot read artifact {name}");
+    let mut file = File::open(path).with_context(cannot)?;
+    let mut first = [0u8; 8];
+    file.read_exact(&mut first)
+        .with_context(|| format!("artifact {name} is shorter than 8 bytes: not an artifact"))?;
+    let n = atop::artifact::header_length(first, &name)?;
+    let mut bytes = first.to_vec();
+    (&mut file)
+        .take(n)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    let total = atop::artifact::declared_length(&bytes, &name)?;
+    if total > read_limits::MODEL_FILE {
+        bail!(
+            "artifact {name} declares {} MiB, over the limit of {} MiB",
+            total >> 20,
+            read_limits::MODEL_FILE >> 20
+        );
+    }
+    let rest = total - bytes.len() as u64;
+    (&mut file)
+        .take(rest)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if (bytes.len() as u64) < total {
+        bail!(
+            "artifact {name} is truncated: {} of {total} bytes",
+            bytes.len()
+        );
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] for UTF-8 text.
+pub fn read_text_bounded(path: &Path, limit: u64, what: &str) -> Result<String> {
+    let bytes = read_bounded(path, limit, what)?;
+    String::from_utf8(bytes).with_context(|| format!("{what} {} is not UTF-8 text", path.display()))
+}
+
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
@@ -196,5 +274,60 @@ mod tests {
         drop(lock);
         OutputLock::acquire(&dir, "atop finetune").unwrap();
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn reads_stop_at_their_limit_with_an_error_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("atop-bounded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(read_bounded(&path, 100, "artifact").unwrap().len(), 100);
+        let e = format!("{:#}", read_bounded(&path, 99, "artifact").unwrap_err());
+        assert!(
+            e.contains("artifact") && e.contains("f.bin") && e.contains("limit"),
+            "{e}"
+        );
+        // An endless device ends at the limit too.
+        let e = format!(
+            "{:#}",
+            read_bounded(Path::new("/dev/zero"), 1 << 20, "artifact").unwrap_err()
+        );
+        assert!(
+            e.contains("/dev/zero") && e.contains("limit of 1 MiB"),
+            "{e}"
+        );
+        std::fs::write(&path, [0xffu8, 0xfe]).unwrap();
+        let e = format!("{:#}", read_text_bounded(&path, 10, "config").unwrap_err());
+        assert!(e.contains("not UTF-8"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_artifact_is_read_as_far_as_its_header_says() {
+        let e = format!(
+            "{:#}",
+            read_artifact_bytes(Path::new("/dev/zero")).unwrap_err()
+        );
+        assert!(
+            e.contains("/dev/zero") && e.contains("header length is 0"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("atop-artifact-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A safetensors file with one 4-byte tensor and trailing junk.
+        let header = br#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0, 0, 128, 63]);
+        let whole = bytes.len();
+        bytes.extend_from_slice(&[9; 1000]);
+        let path = dir.join("a.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_artifact_bytes(&path).unwrap().len(), whole);
+        std::fs::write(&path, &bytes[..whole - 1]).unwrap();
+        let e = format!("{:#}", read_artifact_bytes(&path).unwrap_err());
+        assert!(e.contains("truncated"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,6 +12,7 @@ mod eval;
 mod fsutil;
 mod metrics;
 mod plot;
+mod progress;
 mod stdout;
 mod train;
 
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(progress::on_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match commands::run(cli::Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,

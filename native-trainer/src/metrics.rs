@@ -55,8 +55,11 @@ impl Replay {
 /// an interrupted write leaves: it is skipped with a warning. Any other
 /// unreadable line is an error naming the file and line.
 pub fn read(path: &Path) -> Result<Vec<MetricLine>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::fsutil::read_text_bounded(
+        path,
+        crate::fsutil::read_limits::RUN_RECORD,
+        "metrics log",
+    )?;
     Ok(parse(&text, path)?.into_iter().map(|(_, m)| m).collect())
 }
 
@@ -101,8 +104,11 @@ impl MetricsLog {
     /// last line and the rows of `stage` that `replay` will write again.
     pub fn open(path: &Path, stage: &str, replay: Replay) -> Result<Self> {
         if path.exists() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = crate::fsutil::read_text_bounded(
+                path,
+                crate::fsutil::read_limits::RUN_RECORD,
+                "metrics log",
+            )?;
             let lines = parse(&text, path)?;
             let kept: Vec<&str> = lines
                 .iter()

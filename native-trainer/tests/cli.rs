@@ -64,6 +64,17 @@ fn inspect_prints_a_verified_manifest() {
 }
 
 #[test]
+fn an_endless_file_given_as_an_artifact_is_refused_at_once() {
+    // /dev/zero would otherwise be read until the kernel kills the process.
+    let (ok, _, stderr) = atop(&["inspect", "/dev/zero"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("header length"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn inspect_names_a_missing_file() {
     let (ok, _, stderr) = atop(&["inspect", "/nonexistent/model.safetensors"]);
     assert!(!ok);

@@ -267,6 +267,57 @@ fn hash_tensors<'a>(
     hex(&hasher.finalize())
 }
 
+/// The longest safetensors header an artifact may have (its manifest and
+/// tensor index; a WRN-28-10 artifact's is under 100 KB).
+pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// The length of the header that follows an artifact's first 8 bytes (the
+/// safetensors length prefix), checked against [`MAX_HEADER_BYTES`], so a
+/// reader of a file or a stream knows how much to read next.
+pub fn header_length(first: [u8; 8], source_name: &str) -> Result<u64> {
+    let n = u64::from_le_bytes(first);
+    if n < 2 || n > MAX_HEADER_BYTES {
+        return Err(AtopError::artifact(
+            source_name,
+            format!(
+                "is not an artifact: its safetensors header length is {n} bytes (2 to {MAX_HEADER_BYTES} expected)"
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+/// The whole artifact's length as its first bytes declare it: `head` is the
+/// 8-byte prefix and the header; the end of the last tensor's data follows.
+pub fn declared_length(head: &[u8], source_name: &str) -> Result<u64> {
+    let err = |reason: String| AtopError::artifact(source_name, reason);
+    let first: [u8; 8] = head
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| err("is shorter than a safetensors length prefix".into()))?;
+    let n = header_length(first, source_name)?;
+    let header = head
+        .get(8..8 + n as usize)
+        .ok_or_else(|| err(format!("ends inside its {n}-byte header")))?;
+    let index: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| {
+            err(format!(
+                "is not an artifact: its header is not a JSON object: {e}"
+            ))
+        })?;
+    let mut end = 0u64;
+    for (name, entry) in index.iter().filter(|(k, _)| *k != "__metadata__") {
+        let offsets = entry
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| o.get(1))
+            .and_then(|e| e.as_u64())
+            .ok_or_else(|| err(format!("tensor `{name}` has no data offsets in the header")))?;
+        end = end.max(offsets);
+    }
+    Ok(8 + n + end)
+}
+
 /// The manifest (as JSON) and the tensors of a safetensors file.
 fn read_parts(
     bytes: &[u8],

@@ -182,12 +182,12 @@ fn attack(
         Some(path) => read_adversarial(path, models.input, &image.device())?,
         None => {
             let mut run = DemoAttackRun::start(&defense, image.clone(), label, &link)?;
-            let bar = indicatif::ProgressBar::new(run.total_steps() as u64);
+            let mut bar = crate::progress::Progress::new("attack", run.total_steps(), 0);
             while !run.is_finished() {
                 run.step(&defense)?;
                 bar.inc(1);
             }
-            bar.finish_and_clear();
+            bar.finish();
             run.finish()
         }
     };

@@ -93,8 +93,7 @@ fn load_artifacts(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
         if loaded.iter().any(|l| l.path == *path) {
             bail!("--artifact {}: given twice", path.display());
         }
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read artifact {}", path.display()))?;
+        let bytes = crate::fsutil::read_artifact_bytes(path)?;
         let artifact = Artifact::from_bytes(&bytes, &path.display().to_string())?;
         loaded.push(Loaded {
             path: path.clone(),
@@ -240,7 +239,7 @@ pub fn with_protocol(cfg: &RunConfig, protocol: Option<&Path>) -> Result<RunConf
         return Ok(cfg.clone());
     };
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::fsutil::read_text_bounded(path, crate::fsutil::read_limits::TEXT_FILE, "protocol")?;
     let eval: EvalConfig = toml::from_str(&text)
         .with_context(|| format!("{}: not an evaluation protocol", path.display()))?;
     let mut cfg = cfg.clone();

@@ -7,7 +7,7 @@ mod train;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use atop::artifact::sha256_hex;
 use burn::tensor::Device;
 
@@ -149,7 +149,7 @@ fn redraw_plots(dir: &Path) -> Result<()> {
 }
 
 fn inspect(path: &Path, json: bool) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_artifact_bytes(path)?;
     let name = path.display().to_string();
     let artifact = atop::artifact::Artifact::from_bytes(&bytes, &name)?;
     artifact.check_models(&Device::flex(), &name)?;
@@ -179,7 +179,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
 
 /// `atop upgrade IN --out OUT`.
 fn upgrade(path: &Path, out: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsutil::read_artifact_bytes(path)?;
     let artifact = atop::artifact::Artifact::upgrade(&bytes, &path.display().to_string())?;
     crate::train::pipeline::write_artifact(out, &artifact)?;
     stdout::print(&format!(

@@ -56,7 +56,10 @@ fn quickstart(
     std::fs::copy(&finetuned.artifact_path, &final_path)
         .with_context(|| format!("cannot write {}", final_path.display()))?;
     let sha = |p: &Path| -> Result<(String, String)> {
-        Ok((p.display().to_string(), sha256_hex(&std::fs::read(p)?)))
+        Ok((
+            p.display().to_string(),
+            sha256_hex(&crate::fsutil::read_artifact_bytes(p)?),
+        ))
     };
     let artifacts = vec![
         sha(&classifier.artifact_path)?,

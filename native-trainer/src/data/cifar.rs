@@ -56,17 +56,21 @@ fn read_split(
 
 /// Class names from the distribution's text file when present.
 fn class_names(dir: &Path, file: &str, fallback: Vec<String>) -> Vec<String> {
-    std::fs::read_to_string(dir.join(file))
-        .map(|t| {
-            t.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .ok()
-        .filter(|names| names.len() == fallback.len())
-        .unwrap_or(fallback)
+    crate::fsutil::read_text_bounded(
+        &dir.join(file),
+        crate::fsutil::read_limits::TEXT_FILE,
+        "class names",
+    )
+    .map(|t| {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    })
+    .ok()
+    .filter(|names| names.len() == fallback.len())
+    .unwrap_or(fallback)
 }
 
 /// Train and test splits from `cifar-10-batches-bin/` or `cifar-100-binary/`.

@@ -180,7 +180,7 @@ impl Augment {
 
 /// Reads a whole file, naming it in the error.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))
+    crate::fsutil::read_bounded(path, crate::fsutil::read_limits::DATA_FILE, "data file")
 }
 
 /// Records a file's hash for the artifact's manifest.

@@ -25,7 +25,6 @@ use atop::defense::Defense;
 use atop::model::Classifier;
 use atop::rng::{mix, permutation, seeded, stream};
 use burn::tensor::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 pub use attacks::attack_name;
@@ -35,6 +34,7 @@ pub use shard::{Shard, merge};
 use crate::config::{EvalAttack, EvalConfig};
 use crate::data::Dataset;
 use crate::fsutil::write_atomic;
+use crate::progress::Progress;
 
 /// One row of the results table.
 /// What a row evaluates.
@@ -294,8 +294,11 @@ impl EvalState {
         if !run.resume || !path.exists() {
             return Ok(fresh());
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::fsutil::read_text_bounded(
+            path,
+            crate::fsutil::read_limits::RUN_RECORD,
+            "evaluation state",
+        )?;
         let state: EvalState = serde_json::from_str(&text)
             .with_context(|| format!("{}: not an evaluation state file", path.display()))?;
         if state.protocol_hash != run.protocol_hash {
@@ -346,7 +349,7 @@ pub struct EvalInputs<'a> {
 struct Units<'r> {
     state: EvalState,
     run: &'r EvalRun,
-    bar: ProgressBar,
+    bar: Progress,
 }
 
 impl Units<'_> {
@@ -412,13 +415,7 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
         false => 0,
     };
     let work = batches.mine.len() * (models * (1 + cfg.attacks.len()) + defenses.len()) + probes;
-    let bar = ProgressBar::new(work as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("eval");
+    let bar = Progress::new("eval", work, 0);
     let mut units = Units {
         state: EvalState::load(run)?,
         run,
@@ -436,7 +433,7 @@ pub fn evaluate(inputs: &EvalInputs, run: &EvalRun) -> Result<EvalReport> {
     }
     units.bar.set_message("under-tuning check");
     let tuning_probes = probe::tuning_probes(&batches, &rows, &mut units)?;
-    units.bar.finish_and_clear();
+    units.bar.finish();
     let worst = worst_case_rows(&rows);
     rows.extend(worst);
     for r in &mut rows {

@@ -64,7 +64,7 @@ pub struct StoredReport {
 /// Reads a report.json written by [`write`], naming the file when it is not one.
 pub fn read(path: &Path) -> Result<StoredReport> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        crate::fsutil::read_text_bounded(path, crate::fsutil::read_limits::RUN_RECORD, "report")?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let mut report: StoredReport = serde_json::from_value(value)

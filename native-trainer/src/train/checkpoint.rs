@@ -97,8 +97,11 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        let bytes = crate::fsutil::read_bounded(
+            path,
+            crate::fsutil::read_limits::MODEL_FILE,
+            "checkpoint",
+        )?;
         Self::from_bytes(&bytes, path)
     }
 

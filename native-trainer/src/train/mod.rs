@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use atop::rng::{AtopRng, mix, permutation, seeded, stream};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::LrSchedule;
 use crate::metrics::{MetricsLog, Replay};
+use crate::progress::Progress;
 use checkpoint::{Checkpoint, StageState};
 
 /// One training stage: how to take a step, validate, and save/restore itself.
@@ -158,7 +158,7 @@ struct StageRun<'a> {
     best: Option<Vec<u8>>,
     metrics: MetricsLog,
     checkpoint_written: bool,
-    bar: ProgressBar,
+    bar: Progress,
     /// When this process took over, and the stage's wall seconds before it.
     started: std::time::Instant,
     seconds_before: f64,
@@ -189,7 +189,7 @@ pub fn run_stage<S: Stage>(
         }
         run.end_epoch(stage)?;
     }
-    run.bar.finish_and_clear();
+    run.bar.finish();
     if let Some(b) = &run.best {
         stage.load_snapshot(b)?;
     }
@@ -199,20 +199,6 @@ pub fn run_stage<S: Stage>(
         wall_seconds: run.wall_seconds(),
         steps: run.state.global_step,
     })
-}
-
-fn progress_bar(name: &str, total: usize, position: usize) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_string());
-    bar.set_position(position as u64);
-    bar
 }
 
 impl<'a> StageRun<'a> {
@@ -267,7 +253,7 @@ impl<'a> StageRun<'a> {
         };
         let metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), stage.name(), replay)?;
         let steps = schedule.steps_per_epoch();
-        let bar = progress_bar(
+        let bar = Progress::new(
             stage.name(),
             schedule.epochs * steps,
             state.epoch * steps + state.step_in_epoch,

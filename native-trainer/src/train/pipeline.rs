@@ -115,8 +115,7 @@ pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<()> {
 }
 
 pub fn read_artifact(path: &Path) -> Result<Artifact> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read artifact {}", path.display()))?;
+    let bytes = crate::fsutil::read_artifact_bytes(path)?;
     Ok(Artifact::from_bytes(&bytes, &path.display().to_string())?)
 }
 
