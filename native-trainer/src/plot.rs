@@ -117,6 +117,70 @@ fn read_curves(metrics: &Path) -> Result<BTreeMap<String, StageCurves>> {
     Ok(stages)
 }
 
+/// The unit of a logged series, for its y axis.
+fn unit(name: &str) -> &'static str {
+    match name {
+        "recon" | "l1" | "recon_coarse" | "recon_fine" => "L1 in [-1,1] units",
+        "ce_adv" | "loss" => "cross-entropy (nats)",
+        "lr_factor" => "fraction of the base lr",
+        "lambda" => "weight",
+        n if n.contains("ratio") => "ratio",
+        n if n.contains("stalled") || n.contains("fraction") => "fraction",
+        _ => "loss value",
+    }
+}
+
+/// One panel: a per-step series (raw and smoothed) or the per-epoch
+/// validation score; a validation series of fewer than three epochs is
+/// drawn as labelled points, not a line that reads as a curve.
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    panel: &Panel,
+) -> Result<()> {
+    let series = &panel.points;
+    let x_max = series.last().map_or(1.0, |p| p.0).max(2.0);
+    let (y0, y1) = value_range(series.iter().map(|p| p.1));
+    let (x_desc, y_desc) = match panel.per_step {
+        true => ("optimizer step", unit(&panel.name)),
+        false => ("epoch", "score (accuracy, or minus L1)"),
+    };
+    let x_min = if panel.per_step { 1.0 } else { 0.5 };
+    let x_max = if panel.per_step { x_max } else { x_max + 0.5 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.name, (FAMILY, 16))
+        .margin(8)
+        .x_label_area_size(34)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_min..x_max, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FAMILY, 12))
+        .draw()?;
+    if panel.per_step {
+        let window = (series.len() / 40).max(1) | 1;
+        chart.draw_series(LineSeries::new(series.iter().copied(), BLUE.mix(0.25)))?;
+        chart.draw_series(LineSeries::new(
+            smooth(series, window),
+            BLUE.stroke_width(2),
+        ))?;
+        return Ok(());
+    }
+    if series.len() >= 3 {
+        chart.draw_series(LineSeries::new(series.iter().copied(), RED.stroke_width(2)))?;
+    }
+    chart.draw_series(series.iter().map(|p| Circle::new(*p, 4, RED.filled())))?;
+    if series.len() < 3 {
+        chart.draw_series(
+            series
+                .iter()
+                .map(|&(x, y)| Text::new(format!("  {y:.4}"), (x, y), (FAMILY, 12).into_font())),
+        )?;
+    }
+    Ok(())
+}
+
 /// Draws `curves-<stage>.png` into `dir` for every stage in `dir/metrics.jsonl`.
 pub fn training_curves(dir: &Path) -> Result<Vec<PathBuf>> {
     let metrics = dir.join("metrics.jsonl");
@@ -125,10 +189,15 @@ pub fn training_curves(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut written = Vec::new();
     for (stage, curves) in read_curves(&metrics)? {
-        let mut panels: Vec<Panel> = curves
+        // A series that never moves (λ without warm-up) is said in the
+        // title, not drawn as a flat panel.
+        let (constant, moving): (Vec<_>, Vec<_>) = curves
             .losses
             .into_iter()
             .filter(|(_, points)| !points.is_empty())
+            .partition(|(_, points)| points.iter().all(|p| p.1 == points[0].1));
+        let mut panels: Vec<Panel> = moving
+            .into_iter()
             .map(|(name, points)| Panel {
                 name,
                 points,
@@ -145,41 +214,22 @@ pub fn training_curves(dir: &Path) -> Result<Vec<PathBuf>> {
         if panels.is_empty() {
             continue;
         }
+        let mut title = format!("{stage}: training curves");
+        if !constant.is_empty() {
+            let fixed: Vec<String> = constant
+                .iter()
+                .map(|(name, points)| format!("{name} = {}", points[0].1))
+                .collect();
+            title.push_str(&format!(" (constant: {})", fixed.join(", ")));
+        }
         let cols = if panels.len() > 3 { 2 } else { 1 };
         let rows = panels.len().div_ceil(cols);
         let path = dir.join(format!("curves-{stage}.png"));
         render_png(&path, (560 * cols as u32, 40 + 240 * rows as u32), |root| {
-            let (title, body) = root.split_vertically(40);
-            title.titled(&format!("{stage}: training curves"), (FAMILY, 22))?;
+            let (top, body) = root.split_vertically(40);
+            top.titled(&title, (FAMILY, 20))?;
             for (area, panel) in body.split_evenly((rows, cols)).iter().zip(&panels) {
-                let (name, series, per_step) = (&panel.name, &panel.points, &panel.per_step);
-                let x_max = series.last().map_or(1.0, |p| p.0).max(2.0);
-                let (y0, y1) = value_range(series.iter().map(|p| p.1));
-                let mut chart = ChartBuilder::on(area)
-                    .caption(name, (FAMILY, 16))
-                    .margin(8)
-                    .x_label_area_size(30)
-                    .y_label_area_size(60)
-                    .build_cartesian_2d(1.0..x_max, y0..y1)?;
-                chart
-                    .configure_mesh()
-                    .x_desc(if *per_step { "step" } else { "epoch" })
-                    .label_style((FAMILY, 12))
-                    .draw()?;
-                if *per_step {
-                    let window = (series.len() / 40).max(1) | 1;
-                    chart.draw_series(LineSeries::new(series.iter().copied(), BLUE.mix(0.25)))?;
-                    chart.draw_series(LineSeries::new(
-                        smooth(series, window),
-                        BLUE.stroke_width(2),
-                    ))?;
-                } else {
-                    chart.draw_series(LineSeries::new(
-                        series.iter().copied(),
-                        RED.stroke_width(2),
-                    ))?;
-                    chart.draw_series(series.iter().map(|p| Circle::new(*p, 4, RED.filled())))?;
-                }
+                draw_panel(area, panel)?;
             }
             Ok(())
         })?;
