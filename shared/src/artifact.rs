@@ -590,7 +590,6 @@ impl Artifact {
             .collect()
     }
 
-    /// Builds the classifier the manifest describes and loads its weights.
     /// The classifier's own identity: SHA-256 of its configuration and its
     /// tensors, so that artifacts holding the same classifier (a defense and
     /// the classifier it was fine-tuned against) are recognised as such.
@@ -607,6 +606,7 @@ impl Artifact {
         ))
     }
 
+    /// Builds the classifier the manifest describes and loads its weights.
     pub fn classifier(&self, device: &Device, source_name: &str) -> Result<Classifier> {
         let config = self.manifest.classifier.as_ref().ok_or_else(|| {
             AtopError::artifact(

@@ -53,6 +53,28 @@ impl Defense {
     }
 
     /// Purify at `size` x `size` (0 = native resolution).
+    /// The defense an artifact holds (classifier, purifier, transform and
+    /// purify size), built on `device`; `source_name` names the artifact in
+    /// errors, which say which part is missing.
+    pub fn from_artifact(
+        artifact: &crate::artifact::Artifact,
+        device: &burn::tensor::Device,
+        source_name: &str,
+    ) -> Result<Self> {
+        let transform = artifact.manifest.transform.clone().ok_or_else(|| {
+            AtopError::artifact(
+                source_name,
+                "holds no transform: a classifier or purifier alone, not a defense",
+            )
+        })?;
+        Ok(Self::new(
+            transform,
+            artifact.purifier(device, source_name)?,
+            artifact.classifier(device, source_name)?,
+        )
+        .with_purify_size(artifact.manifest.purify_size))
+    }
+
     pub fn with_purify_size(mut self, size: usize) -> Self {
         self.purify_size = size;
         self
