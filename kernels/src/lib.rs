@@ -4,7 +4,7 @@
 //! gated convolution's fused activation), on plain `f32` slices so that they build
 //! fast, optimize fully even in dev builds, and test without a tensor
 //! library. The `atop` crate plugs them into burn's pure-Rust flex backend
-//! through burn's backend-extension mechanism (`atop::kernels`).
+//! through burn's backend-extension mechanism (`atop::ops`).
 
 pub mod conv2d;
 pub mod gate;

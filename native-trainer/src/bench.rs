@@ -22,7 +22,7 @@ use atop::transform::{TransformConfig, TransformedImage};
 use crate::config::{AttackThrough, GanTerm, RunConfig};
 use crate::train::blocks::{Held, adam, cross_entropy, first_pass};
 use crate::train::finetune::training_attack;
-use crate::train::pretrain::{LossTerm, PurifierBatch, PurifierTraining};
+use crate::train::purifier::{LossTerm, PurifierBatch, PurifierTraining};
 
 #[derive(Serialize)]
 pub struct BenchRow {

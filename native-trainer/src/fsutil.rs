@@ -7,6 +7,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use atop::artifact::Artifact;
 
 /// Upper bounds on the files a command reads, so that a wrong path (a
 /// device such as /dev/zero, a huge unrelated file) ends in an error that
@@ -39,6 +40,19 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+/// Writes an artifact atomically.
+pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<()> {
+    write_atomic(path, &artifact.to_bytes()?)?;
+    tracing::info!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Reads and verifies an artifact (bounded by its own header).
+pub fn read_artifact(path: &Path) -> Result<Artifact> {
+    let bytes = read_artifact_bytes(path)?;
+    Ok(Artifact::from_bytes(&bytes, &path.display().to_string())?)
 }
 
 /// Reads an artifact file as far as its own header says it reaches (the

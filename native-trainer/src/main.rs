@@ -13,6 +13,7 @@ mod fsutil;
 mod metrics;
 mod plot;
 mod progress;
+mod run_data;
 mod stdout;
 mod train;
 

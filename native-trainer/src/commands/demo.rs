@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::RunConfig;
 use crate::fsutil::write_atomic;
-use crate::train::pipeline::{read_artifact, write_artifact};
+use crate::fsutil::{read_artifact, write_artifact};
 
 /// Indices of `count` test images, classes taken in turn (the first unused
 /// image of class 0, of class 1, ...), so every class appears.

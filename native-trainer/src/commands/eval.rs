@@ -7,14 +7,12 @@ use anyhow::{Context, Result, bail};
 use atop::artifact::{Artifact, sha256_hex};
 use atop::model::{Classifier, Purifier};
 use burn::tensor::Device;
-use sha2::{Digest, Sha256};
 
 use crate::cli::EvalArgs;
 use crate::config::{EvalConfig, RunConfig};
 use crate::eval::report;
-use crate::eval::run::{DefenseInput, run_eval};
-use crate::eval::{EvalReport, EvalRun, Shard};
-use crate::train::pipeline;
+use crate::eval::run::{DefenseInput, EvalJob, evaluate_and_report};
+use crate::eval::{EvalReport, Shard};
 
 /// What `atop eval` was asked to do.
 pub struct EvalRequest<'a> {
@@ -249,32 +247,6 @@ pub fn with_protocol(cfg: &RunConfig, protocol: Option<&Path>) -> Result<RunConf
     Ok(cfg)
 }
 
-/// The state file of a run (one per shard).
-pub fn state_path(out: &Path, shard: Option<Shard>) -> PathBuf {
-    match shard {
-        Some(s) => out.join(format!("eval-state-{}of{}.json", s.index, s.count)),
-        None => out.join("eval-state.json"),
-    }
-}
-
-/// Identifies protocol, seed, artifacts and shard for the resume check.
-pub fn protocol_hash(
-    cfg: &RunConfig,
-    artifacts: &[(String, String)],
-    defenses: &[report::DefenseRecord],
-    shard: Option<Shard>,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_string(&cfg.eval).unwrap_or_default());
-    h.update(cfg.run.seed.to_le_bytes());
-    h.update(serde_json::to_string(defenses).unwrap_or_default());
-    for (_, sha) in artifacts {
-        h.update(sha.as_bytes());
-    }
-    h.update(serde_json::to_string(&shard).unwrap_or_default());
-    format!("{:x}", h.finalize())
-}
-
 /// `atop eval`: the report, and its results chart.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let command_line = super::command_line();
@@ -317,7 +289,7 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
         );
     }
     let cfg = with_protocol(cfg, req.protocol)?;
-    let data = pipeline::load_data(&cfg)?;
+    let data = crate::run_data::load_data(&cfg)?;
     let loaded = load_artifacts(req.artifacts)?;
     let subjects = Subjects::new(&loaded, device)?;
     let artifacts: Vec<(String, String)> = loaded
@@ -336,46 +308,34 @@ fn eval_command(cfg: &RunConfig, device: &Device, req: &EvalRequest) -> Result<E
         }
         inputs.push(input);
     }
-    let defenses = report::records(&inputs);
     let classifiers: Vec<(String, &Classifier)> = subjects
         .classifiers
         .iter()
         .map(|(c, r)| (r.name.clone(), c))
         .collect();
-    let run = EvalRun {
-        state_path: Some(state_path(req.out, req.shard)),
-        protocol_hash: protocol_hash(&cfg, &artifacts, &defenses, req.shard),
+    evaluate_and_report(EvalJob {
+        cfg: &cfg,
+        data: &data,
+        classifiers: &classifiers,
+        classifier_records: subjects
+            .classifiers
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect(),
+        inputs: &inputs,
+        device,
+        out: req.out,
         resume: req.resume,
         shard: req.shard,
-    };
-    let report = run_eval(&cfg, &data, &classifiers, &inputs, device, &run)?;
-    let title = match req.shard {
-        Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
-        None => "atop eval".into(),
-    };
-    let md = report::write(
-        req.out,
-        &report::Report {
-            title: title.clone(),
-            artifacts,
-            classifiers: subjects
-                .classifiers
-                .iter()
-                .map(|(_, r)| r.clone())
-                .collect(),
-            defenses,
-            dataset: crate::eval::report::dataset_label(&data.test.name, cfg.eval.split),
-            command: req.command_line.into(),
-            elapsed_seconds: start.elapsed().as_secs_f64(),
-            eval: &report,
-            training: None,
+        artifacts,
+        title: match req.shard {
+            Some(s) => format!("atop eval (shard {}/{})", s.index, s.count),
+            None => "atop eval".into(),
         },
-    )?;
-    if let Some(p) = &run.state_path {
-        let _ = std::fs::remove_file(p);
-    }
-    crate::stdout::print(&md)?;
-    Ok(report)
+        command: req.command_line,
+        started: start,
+        training: None,
+    })
 }
 
 /// `atop eval merge --out D REPORT...`: one report from the shards'.

@@ -181,7 +181,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
 fn upgrade(path: &Path, out: &Path) -> Result<()> {
     let bytes = crate::fsutil::read_artifact_bytes(path)?;
     let artifact = atop::artifact::Artifact::upgrade(&bytes, &path.display().to_string())?;
-    crate::train::pipeline::write_artifact(out, &artifact)?;
+    crate::fsutil::write_artifact(out, &artifact)?;
     stdout::print(&format!(
         "{}: format {}, defense sha256 {}",
         out.display(),

@@ -13,9 +13,8 @@ use super::{command_line, draw_plots, with_run};
 use crate::cli::QuickstartArgs;
 use crate::config::RunConfig;
 use crate::eval::report;
-use crate::eval::run::{DefenseInput, run_eval};
+use crate::eval::run::{DefenseInput, EvalJob, evaluate_and_report};
 use crate::train::pipeline;
-use crate::{eval, stdout};
 
 pub fn run(args: &QuickstartArgs) -> Result<()> {
     with_run(&args.run, |cfg, dev| {
@@ -37,11 +36,19 @@ fn quickstart(
         true => None,
         false => Some(shipped_purifier(cfg, &args.purifier, device)?),
     };
-    let data = pipeline::load_data(cfg)?;
-    let classifier = pipeline::train_classifier(cfg, &data, device, out, run.resume)?;
+    let data = crate::run_data::load_data(cfg)?;
+    let ctx = pipeline::StageContext {
+        cfg,
+        data: &data,
+        device,
+        out,
+        resume: run.resume,
+        command: command_line,
+    };
+    let classifier = pipeline::train_classifier(&ctx)?;
     let pretrained = match shipped {
         Some(purifier) => purifier,
-        None => pipeline::pretrain(cfg, &data, device, out, run.resume)?,
+        None => pipeline::pretrain(&ctx)?,
     };
     let inputs = pipeline::FinetuneInputs {
         classifier: classifier.model.clone(),
@@ -50,7 +57,7 @@ fn quickstart(
         purifier_config: cfg.purifier.clone(),
         id: "quickstart".into(),
     };
-    let finetuned = pipeline::finetune(cfg, &data, inputs, device, out, run.resume)?;
+    let finetuned = pipeline::finetune(&ctx, inputs)?;
     // The quickstart's artifact is the fine-tuned one, under its public name.
     let final_path = out.join("fmnist-atop.safetensors");
     std::fs::copy(&finetuned.artifact_path, &final_path)
@@ -82,45 +89,31 @@ fn quickstart(
         ),
         defense("RT+purifier (AToP)", &finetuned.model, &final_path),
     ];
-    let defenses = report::records(&inputs);
-    let eval = run_eval(
+    let eval = evaluate_and_report(EvalJob {
         cfg,
-        &data,
-        &[("classifier".into(), &classifier.model)],
-        &inputs,
+        data: &data,
+        classifiers: &[("classifier".into(), &classifier.model)],
+        classifier_records: vec![report::ClassifierRecord {
+            name: "classifier".into(),
+            source: format!("trained into {}", classifier.artifact_path.display()),
+            training: "standard training".into(),
+        }],
+        inputs: &inputs,
         device,
-        &eval::EvalRun {
-            state_path: Some(super::eval::state_path(out, None)),
-            protocol_hash: super::eval::protocol_hash(cfg, &artifacts, &defenses, None),
-            resume: run.resume,
-            shard: None,
-        },
-    )?;
-    let md = report::write(
         out,
-        &report::Report {
-            title: "atop quickstart: Fashion-MNIST".into(),
-            artifacts,
-            classifiers: vec![report::ClassifierRecord {
-                name: "classifier".into(),
-                source: format!("trained into {}", classifier.artifact_path.display()),
-                training: "standard training".into(),
-            }],
-            defenses,
-            dataset: crate::eval::report::dataset_label(&data.test.name, cfg.eval.split),
-            command: command_line.into(),
-            elapsed_seconds: start.elapsed().as_secs_f64(),
-            eval: &eval,
-            training: Some(serde_json::json!({
-                "classifier_validation_accuracy": classifier.validation,
-                "pretrain_validation_score": pretrained.validation,
-                "finetune_validation_robust_accuracy": finetuned.validation,
-                "warnings": pretrained.warnings.iter().chain(&finetuned.warnings).collect::<Vec<_>>(),
-            })),
-        },
-    )?;
-    let _ = std::fs::remove_file(super::eval::state_path(out, None));
-    stdout::print(&md)?;
+        resume: run.resume,
+        shard: None,
+        artifacts,
+        title: "atop quickstart: Fashion-MNIST".into(),
+        command: command_line,
+        started: start,
+        training: Some(serde_json::json!({
+            "classifier_validation_accuracy": classifier.validation,
+            "pretrain_validation_score": pretrained.validation,
+            "finetune_validation_robust_accuracy": finetuned.validation,
+            "warnings": pretrained.warnings.iter().chain(&finetuned.warnings).collect::<Vec<_>>(),
+        })),
+    })?;
     draw_plots(out, Some((&eval, "atop quickstart: Fashion-MNIST")))
 }
 
@@ -132,7 +125,7 @@ fn shipped_purifier(
     path: &Path,
     device: &Device,
 ) -> Result<pipeline::StageResult<atop::model::Purifier>> {
-    let artifact = pipeline::read_artifact(path)
+    let artifact = crate::fsutil::read_artifact(path)
         .context("the quickstart starts from this pre-trained purifier (or pass --pretrain)")?;
     let m = &artifact.manifest;
     let mismatch = if m.purifier.as_ref() != Some(&cfg.purifier) {
@@ -205,7 +198,7 @@ mod tests {
         assert_eq!(quickstart.run, pretrain.run, "{}", differ("run"));
         let path = root.join("models/fmnist-ae-purifier.safetensors");
         shipped_purifier(&quickstart, &path, &Device::flex()).unwrap();
-        let artifact = pipeline::read_artifact(&path).unwrap();
+        let artifact = crate::fsutil::read_artifact(&path).unwrap();
         let training = &artifact.manifest.training;
         assert_eq!(training["stage"], "pretrain");
         assert!(
@@ -238,7 +231,10 @@ mod tests {
         // Without the override the AE configuration refuses it.
         let ae = RunConfig::load(&root.join("configs/fmnist.toml"), &[]).unwrap();
         assert!(shipped_purifier(&ae, &path, &Device::flex()).is_err());
-        let training = &pipeline::read_artifact(&path).unwrap().manifest.training;
+        let training = &crate::fsutil::read_artifact(&path)
+            .unwrap()
+            .manifest
+            .training;
         assert_eq!(recorded_pretrain(training), pretrain.pretrain);
     }
 

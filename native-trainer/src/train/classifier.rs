@@ -14,7 +14,7 @@ use burn::tensor::Device;
 
 use super::adversarial::{TrainingAttack, frozen_copy};
 use super::blocks::{Held, accuracy_of, adam, cross_entropy, first_pass, scalar};
-use super::pretrain::to_purify_size;
+use super::purifier::to_purify_size;
 use crate::config::{ClassifierTrainingConfig, OptimConfig};
 use crate::data::{Augment, Dataset};
 use crate::train::checkpoint::{blob, load_module, load_optimizer, module_bytes, optimizer_bytes};

@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::blocks::{correct, cross_entropy, first_pass};
-use super::pretrain::{LossTerm, PurifierBatch, PurifierTraining, to_purify_size};
+use super::purifier::{LossTerm, PurifierBatch, PurifierTraining, to_purify_size};
 use crate::config::{AttackThrough, FinetuneConfig, TrainingAttackKind};
 use crate::data::Dataset;
 use crate::train::{EpochEnd, Stage, StepAt};

@@ -1,7 +1,8 @@
 //! Training: the epoch/step loop every stage shares (this file), the
-//! stages themselves (`classifier`, `pretrain`, `finetune`), their common
-//! losses and helpers (`blocks`), checkpoints, and the pipeline that runs a
-//! stage from the command line and writes its artifact (`pipeline`).
+//! stages themselves (`classifier`, `pretrain`, `finetune`), the
+//! purifier-training engine pre-training and AToP share (`purifier`), their
+//! common losses and helpers (`blocks`), checkpoints, and the stage drivers
+//! that run a stage for a command and write its artifact (`pipeline`).
 //!
 //! The loop: seeded data order,
 //! per-step seeded randomness, progress bar, JSONL metrics, checkpoints
@@ -17,6 +18,7 @@ pub mod finetune;
 pub mod gan_health;
 pub mod pipeline;
 pub mod pretrain;
+pub mod purifier;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -14,58 +14,26 @@ use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AttackThrough, RunConfig, TrainingAttackKind};
-use crate::data::{self, Dataset};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_artifact;
+use crate::run_data::RunData;
 use crate::train::classifier::ClassifierStage;
 use crate::train::finetune::FinetuneStage;
 use crate::train::gan_health::GanHealth;
-use crate::train::pretrain::{PretrainStage, PurifierTraining};
+use crate::train::pretrain::PretrainStage;
+use crate::train::purifier::PurifierTraining;
 use crate::train::{Outcome, Schedule, run_stage};
 
-/// Train / validation / test data of a run.
-pub struct RunData {
-    pub train: Dataset,
-    pub val: Dataset,
-    pub test: Dataset,
-}
-
-pub fn load_data(cfg: &RunConfig) -> Result<RunData> {
-    let (train_all, test) = data::load(
-        cfg.data.dataset,
-        cfg.data.dir.as_deref(),
-        cfg.data.image_size,
-    )?;
-    cfg.validate_for_images(train_all.shape)?;
-    let channels = cfg.classifier.image_channels();
-    if train_all.shape[0] != channels {
-        anyhow::bail!(
-            "{} images have {} channels but classifier.image_channels is {channels}",
-            train_all.name,
-            train_all.shape[0]
-        );
-    }
-    let (mut train, mut val) = data::split_validation(
-        &train_all,
-        cfg.data.validation_fraction,
-        cfg.run.seed ^ stream::VALIDATION_SPLIT,
-    )?;
-    if cfg.data.validation_limit > 0 && cfg.data.validation_limit < val.len() {
-        let keep: Vec<usize> = (0..cfg.data.validation_limit).collect();
-        val = val.subset(&keep);
-    }
-    if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
-        let keep: Vec<usize> = (0..cfg.data.train_limit).collect();
-        train = train.subset(&keep);
-    }
-    tracing::info!(
-        dataset = train.name,
-        train = train.len(),
-        validation = val.len(),
-        test = test.len(),
-        "data loaded"
-    );
-    Ok(RunData { train, val, test })
+/// What every stage driver works from: the resolved configuration, the
+/// run's data, the device, the output directory, whether to resume, and the
+/// command line that started it (recorded in the manifest).
+pub struct StageContext<'a> {
+    pub cfg: &'a RunConfig,
+    pub data: &'a RunData,
+    pub device: &'a Device,
+    pub out: &'a Path,
+    pub resume: bool,
+    pub command: &'a str,
 }
 
 /// SHA-256 of the resolved configuration plus stage inputs.
@@ -79,7 +47,8 @@ pub fn config_hash(cfg: &RunConfig, extra: &str) -> String {
 /// A stage's manifest: the data, the seeds, and how it was made (the
 /// command, the resolved configuration and the stage's wall time; none of
 /// these enter the defense identity, so reruns keep the same one).
-fn manifest(cfg: &RunConfig, data: &RunData, stage: &str, outcome: &Outcome) -> Manifest {
+fn manifest(ctx: &StageContext, stage: &str, outcome: &Outcome) -> Manifest {
+    let (cfg, data) = (ctx.cfg, ctx.data);
     let mut files = data.train.files.clone();
     files.extend(data.test.files.iter().cloned());
     files.dedup();
@@ -100,23 +69,12 @@ fn manifest(cfg: &RunConfig, data: &RunData, stage: &str, outcome: &Outcome) -> 
         .into(),
         training: serde_json::json!({
             "stage": stage,
-            "command": crate::commands::command_line(),
+            "command": ctx.command,
             "wall_seconds": outcome.wall_seconds,
             "config": cfg,
         }),
         ..Manifest::default()
     }
-}
-
-pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<()> {
-    write_atomic(path, &artifact.to_bytes()?)?;
-    tracing::info!("wrote {}", path.display());
-    Ok(())
-}
-
-pub fn read_artifact(path: &Path) -> Result<Artifact> {
-    let bytes = crate::fsutil::read_artifact_bytes(path)?;
-    Ok(Artifact::from_bytes(&bytes, &path.display().to_string())?)
 }
 
 fn schedule(
@@ -176,13 +134,8 @@ fn gan_health(out: &Path, stage: &str, m: &mut Manifest) -> Result<Vec<String>> 
 }
 
 /// Trains the classifier; writes `out/classifier.safetensors`.
-pub fn train_classifier(
-    cfg: &RunConfig,
-    data: &RunData,
-    device: &Device,
-    out: &Path,
-    resume: bool,
-) -> Result<StageResult<Classifier>> {
+pub fn train_classifier(ctx: &StageContext) -> Result<StageResult<Classifier>> {
+    let (cfg, data, device, out, resume) = (ctx.cfg, ctx.data, ctx.device, ctx.out, ctx.resume);
     let train_device = device.clone().autodiff();
     // The classifier initialises from the run seed itself.
     let model = with_backend_seed(&train_device, cfg.run.seed, || {
@@ -213,7 +166,7 @@ pub fn train_classifier(
     )?;
     let attack = stage.attack.clone();
     let model = stage.into_model();
-    let mut m = manifest(cfg, data, "train-classifier", &outcome);
+    let mut m = manifest(ctx, "train-classifier", &outcome);
     if let Some(a) = &attack {
         m.training["adversarial_training"] = a.record();
     }
@@ -284,13 +237,8 @@ fn refuse_identity(purifier: &PurifierConfig, stage: &str) -> Result<()> {
 pub const RECONSTRUCTION_METRIC: &str = "validation_reconstruction_l1";
 
 /// Pre-trains the purifier; writes `out/purifier-pretrained.safetensors`.
-pub fn pretrain(
-    cfg: &RunConfig,
-    data: &RunData,
-    device: &Device,
-    out: &Path,
-    resume: bool,
-) -> Result<StageResult<Purifier>> {
+pub fn pretrain(ctx: &StageContext) -> Result<StageResult<Purifier>> {
+    let (cfg, data, device, out, resume) = (ctx.cfg, ctx.data, ctx.device, ctx.out, ctx.resume);
     refuse_identity(&cfg.purifier, "pretrain")?;
     let train_device = device.clone().autodiff();
     let (purifier, discriminator) =
@@ -317,7 +265,7 @@ pub fn pretrain(
         resume,
     )?;
     let purifier = stage.training.purifier().clone();
-    let mut m = manifest(cfg, data, "pretrain", &outcome);
+    let mut m = manifest(ctx, "pretrain", &outcome);
     let warnings = gan_health(out, "pretrain", &mut m)?;
     m.classifier = None;
     m.purifier = Some(cfg.purifier.clone());
@@ -368,14 +316,8 @@ pub struct FinetuneInputs {
 
 /// AToP fine-tuning of the input purifier against the frozen classifier;
 /// writes `out/atop.safetensors` (classifier + fine-tuned purifier + transform).
-pub fn finetune(
-    cfg: &RunConfig,
-    data: &RunData,
-    inputs: FinetuneInputs,
-    device: &Device,
-    out: &Path,
-    resume: bool,
-) -> Result<StageResult<Purifier>> {
+pub fn finetune(ctx: &StageContext, inputs: FinetuneInputs) -> Result<StageResult<Purifier>> {
+    let (cfg, data, device, out, resume) = (ctx.cfg, ctx.data, ctx.device, ctx.out, ctx.resume);
     let FinetuneInputs {
         classifier,
         classifier_config,
@@ -404,7 +346,7 @@ pub fn finetune(
     if cfg.finetune.keep_epoch_artifacts {
         let (classifier, base) = (
             classifier.valid(),
-            manifest(cfg, data, "finetune", &Outcome::none()),
+            manifest(ctx, "finetune", &Outcome::none()),
         );
         let mut base = base;
         base.classifier = Some(classifier_config.clone());
@@ -446,7 +388,7 @@ pub fn finetune(
         resume,
     )?;
     let purifier = stage.training.purifier().clone();
-    let mut m = manifest(cfg, data, "finetune", &outcome);
+    let mut m = manifest(ctx, "finetune", &outcome);
     let warnings = gan_health(out, "finetune", &mut m)?;
     let (batch, attack_steps, through) = finetune_compute_terms(cfg);
     m.training["compute"] = training_compute(&outcome, batch, attack_steps, through);

@@ -2,7 +2,7 @@
 //! the inpainter, trained with L1 reconstruction. (The paper's AE purifier is
 //! a masked autoencoder from other work; this is the simpler conv AE.)
 
-use crate::kernels::conv2d_module;
+use crate::ops::conv2d_module;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -9,7 +9,7 @@
 //! matmul + fold). Hole validity is computed per sample; the public code reads
 //! it from sample 0 for the whole batch.
 
-use crate::kernels::conv2d;
+use crate::ops::conv2d;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::{fold4d, unfold4d};
 use burn::tensor::ops::{ConvOptions, UnfoldOptions};

@@ -7,7 +7,7 @@
 //! (the last two see mostly zero padding), and a LeakyReLU output squeezes
 //! the negative scores the hinge loss wants for fakes by a factor of 5.
 
-use crate::kernels::conv2d;
+use crate::ops::conv2d;
 use burn::module::{Module, Param, RunningState};
 use burn::nn::Initializer;
 use burn::tensor::activation::leaky_relu;

@@ -3,12 +3,11 @@
 //! gates, output = act(features) * sigmoid(gates). A layer without activation
 //! (the to-image layer) is a plain convolution.
 
-use crate::kernels::{FeatureActivation, conv2d_module, gated_activation};
+use crate::ops::{FeatureActivation, conv2d_module, gated_activation};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
@@ -98,14 +97,6 @@ impl GatedConv2d {
         };
         gated_activation(y, activation) // [n, cout, h', w']
     }
-}
-
-/// ELU(x) = x for x > 0, exp(x) - 1 otherwise, computed as
-/// relu(x) + exp(min(x, 0)) - 1 so that no exp overflows: burn's `elu`
-/// evaluates exp on the positive side too, and a large activation there
-/// gives inf, then 0 * inf = NaN in the backward pass.
-pub fn stable_elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    relu(x.clone()) + x.clamp_max(0.0).exp().sub_scalar(1.0)
 }
 
 /// Nearest-neighbour x2 upsampling followed by a 3x3 gated convolution.

@@ -485,7 +485,7 @@ fn purifiers_learn_to_reconstruct_a_batch() {
 
 #[test]
 fn stable_elu_matches_elu_and_has_finite_gradients_for_large_inputs() {
-    use atop::model::gated_conv::stable_elu;
+    use atop::ops::stable_elu;
     let d = device().autodiff();
     let x = Tensor::<1>::from_data(
         TensorData::new(vec![-2.0f32, -0.5, 0.0, 0.5, 200.0], [5]),

@@ -2,7 +2,7 @@
 //! common PyTorch CIFAR ResNet (`layer1.0.conv1.weight`, `shortcut.0.weight`,
 //! `linear.weight`).
 
-use crate::kernels::conv2d_module;
+use crate::ops::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};

@@ -1,7 +1,7 @@
 //! A small CNN for 28x28 grayscale data (Fashion-MNIST): two conv-ReLU-pool
 //! stages and two linear layers.
 
-use crate::kernels::conv2d_module;
+use crate::ops::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};

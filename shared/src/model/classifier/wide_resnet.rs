@@ -2,7 +2,7 @@
 //! (`block1.layer.0.bn1.weight`, `convShortcut.weight`, `fc.weight`):
 //! pre-activation blocks, three groups, WRN-28-10 by default.
 
-use crate::kernels::conv2d_module;
+use crate::ops::conv2d_module;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};

@@ -45,7 +45,7 @@ pub(super) fn composed(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4>
     let gates = y.narrow(1, channels, channels);
     let features = match activation {
         FeatureActivation::Relu => relu(features),
-        FeatureActivation::Elu => crate::model::gated_conv::stable_elu(features),
+        FeatureActivation::Elu => super::stable_elu(features),
     };
     features * sigmoid(gates)
 }

@@ -1,8 +1,11 @@
-//! Our own kernels (crate `atop-kernels`), added to burn's pure-Rust flex
-//! backend through burn's backend-extension mechanism: a 2-D convolution with
+//! The models' heavy operations, routed by device: a 2-D convolution with
 //! both gradients ([`conv2d`]) and the gated convolution's fused activation
-//! ([`gated_activation`]). Every other backend (LibTorch, WebGPU) runs burn's
-//! own ops, which already reach its platform's tuned kernels.
+//! ([`gated_activation`]) run our own kernels (crate `atop-kernels`) on
+//! burn's pure-Rust flex backend, added through burn's backend-extension
+//! mechanism; every other backend (LibTorch, WebGPU) runs burn's own ops,
+//! which already reach its platform's tuned kernels. Also the overflow-free
+//! ELU ([`stable_elu`]) both the gated layers and the fused kernel's
+//! fallback use.
 
 mod gate;
 #[cfg(test)]
@@ -22,10 +25,19 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
 use atop_kernels::conv2d::{self, ConvGeometry};
+
+/// ELU(x) = x for x > 0, exp(x) - 1 otherwise, computed as
+/// relu(x) + exp(min(x, 0)) - 1 so that no exp overflows: burn's `elu`
+/// evaluates exp on the positive side too, and a large activation there
+/// gives inf, then 0 * inf = NaN in the backward pass.
+pub fn stable_elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    relu(x.clone()) + x.clamp_max(0.0).exp().sub_scalar(1.0)
+}
 
 /// The convolution as a backend operation. Only flex implements it (directly
 /// and under autodiff); [`conv2d`] routes other devices to burn's own op.
