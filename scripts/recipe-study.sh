@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The defense issue's recipe study on Fashion-MNIST: for each named variant
+# The recipe study on Fashion-MNIST: for each named variant
 # of the study's base recipe, pre-train a purifier, AToP-fine-tune it against
 # one frozen classifier, and evaluate both on the VALIDATION split
 # (configs/protocols/fmnist-recipe-validation.toml), never the test set.
