@@ -29,12 +29,14 @@ configs() {
       echo "pgd50-eot5-step0.01-margin|attack = \"pgd\", steps = 50, eot = 5, step_size = 0.01, loss = \"margin\""
       echo "pgd50-eot5-step0.01-clean|attack = \"pgd\", steps = 50, eot = 5, step_size = 0.01, random_start = false" ;;
     pgd-eot) # EOT at eps/10
-      for e in 1 20 50; do
+      for e in 1 20; do
         echo "pgd50-eot$e-step0.01|attack = \"pgd\", steps = 50, eot = $e, step_size = 0.01"
       done ;;
     pgd-steps) # more iterations, at the default and at eps/10 steps
       echo "pgd200-eot5-default|attack = \"pgd\", steps = 200, eot = 5"
-      echo "pgd200-eot5-step0.01|attack = \"pgd\", steps = 200, eot = 5, step_size = 0.01"
+      echo "pgd200-eot5-step0.01|attack = \"pgd\", steps = 200, eot = 5, step_size = 0.01" ;;
+    long) # the expensive corners: EOT 50, and 200 steps with EOT 20
+      echo "pgd50-eot50-step0.01|attack = \"pgd\", steps = 50, eot = 50, step_size = 0.01"
       echo "pgd200-eot20-step0.01|attack = \"pgd\", steps = 200, eot = 20, step_size = 0.01" ;;
     apgd) # APGD-CE / DLR with EOT, official and best-loss iterates
       for sel in first-fooled best-loss; do

@@ -501,6 +501,11 @@ pub struct EvalConfig {
     /// rerun stronger on a slice of the points.
     #[serde(default, skip_serializing_if = "TuningProbe::is_default")]
     pub tuning_probe: TuningProbe,
+    /// The most input values (images x channels x pixels) one EOT pass
+    /// sends through a defense; a larger repeated batch runs in chunks with
+    /// the same gradient (default 2^22: 21 images at 256x256 RGB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eot_chunk_values: Option<usize>,
 }
 
 /// The under-tuning check's settings: on the first `points` points, each

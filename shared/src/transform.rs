@@ -260,6 +260,31 @@ pub struct TransformedImage {
 }
 
 impl TransformDraw {
+    /// The draw of samples `start..start + count` alone: what those rows of
+    /// the batch see, so a batch cut into chunks sees the draws it would
+    /// have seen whole.
+    pub fn rows(&self, start: usize, count: usize) -> Result<Self> {
+        let [n, c, h, w] = self.dims;
+        if start + count > n || count == 0 {
+            return Err(AtopError::config(
+                "transform draw",
+                format!("rows {start}..{} of a draw for {n} samples", start + count),
+            ));
+        }
+        let slice = |v: &Vec<f32>, per: usize| v[start * per..(start + count) * per].to_vec();
+        Ok(Self {
+            dims: [count, c, h, w],
+            grid: self.grid,
+            cell_masks: self
+                .cell_masks
+                .iter()
+                .map(|pass| pass[start..start + count].to_vec())
+                .collect(),
+            masks: self.masks.iter().map(|m| slice(m, h * w)).collect(),
+            noise: self.noise.iter().map(|v| slice(v, c * h * w)).collect(),
+        })
+    }
+
     pub fn num_passes(&self) -> usize {
         self.masks.len()
     }

@@ -41,6 +41,9 @@ pub fn run_eval(
     device: &Device,
     run: &EvalRun,
 ) -> Result<EvalReport> {
+    if let Some(values) = cfg.eval.eot_chunk_values {
+        atop::attack::set_eot_chunk_values(values);
+    }
     let ad = device.clone().autodiff();
     let frozen: Vec<Classifier> = classifiers
         .iter()

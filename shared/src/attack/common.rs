@@ -334,8 +334,36 @@ impl DeviceEvaluation {
     }
 }
 
+/// The most input values (images x channels x pixels) one EOT pass sends
+/// through a target: 2^22, i.e. 5,350 Fashion-MNIST images or 21 at the
+/// paper's 256x256 RGB purification path. A larger repeated batch is cut
+/// into chunks of whole draws, each differentiated on its own and the
+/// gradients summed, which bounds activation memory to one chunk's.
+pub const DEFAULT_EOT_CHUNK_VALUES: usize = 1 << 22;
+
+thread_local! {
+    // Per thread, so that one caller's bound (a test's) never changes how
+    // another thread's attack runs.
+    static EOT_CHUNK_VALUES: std::cell::Cell<usize> =
+        const { std::cell::Cell::new(DEFAULT_EOT_CHUNK_VALUES) };
+}
+
+/// Sets this thread's bound on input values per EOT pass (at least one
+/// image per pass, whatever the bound); returns the previous bound.
+pub fn set_eot_chunk_values(values: usize) -> usize {
+    EOT_CHUNK_VALUES.with(|v| v.replace(values.max(1)))
+}
+
+/// This thread's bound on input values per EOT pass.
+pub fn eot_chunk_values() -> usize {
+    EOT_CHUNK_VALUES.with(|v| v.get())
+}
+
 /// Loss, gradient and prediction at `x`, with `eot` draws of a randomized
-/// target run as one repeated batch.
+/// target run as one repeated batch, or, over [`eot_chunk_values`], as
+/// chunks of whole draws that see the draws the whole batch would have
+/// (the draw is taken ahead for the whole repeated batch and sliced), so
+/// chunking changes memory, not the gradient.
 pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
     target: &T,
     x: &Tensor<4>,
@@ -345,38 +373,67 @@ pub(crate) fn evaluate<T: AttackTarget + ?Sized>(
     eot: usize,
     rng: &mut AtopRng,
 ) -> Result<DeviceEvaluation> {
-    let [n, ..] = x.dims();
+    let dims = x.dims();
+    let [n, ..] = dims;
     let eot = if target.is_randomized() {
         eot.max(1)
     } else {
         1
     };
+    let per_image: usize = dims[1..].iter().product();
+    let per_chunk = (eot_chunk_values() / (n * per_image).max(1)).clamp(1, eot);
     let x = x.clone().detach().require_grad();
-    let repeat = |t: Tensor<1, Int>| if eot > 1 { t.repeat_dim(0, eot) } else { t };
-    let x_rep = if eot > 1 {
-        x.clone().repeat_dim(0, eot)
-    } else {
-        x.clone()
+    let repeat = |t: Tensor<1, Int>, k: usize| if k > 1 { t.repeat_dim(0, k) } else { t };
+    let rows = |t: &Tensor<4>, k: usize| {
+        if k > 1 {
+            t.clone().repeat_dim(0, k)
+        } else {
+            t.clone()
+        }
     };
-    let logits = target.logits(x_rep, rng)?;
-    let [_, k] = logits.dims();
-    let losses = per_sample_loss(
-        loss,
-        logits.clone(),
-        &repeat(labels.clone()),
-        targets.map(|t| repeat(t.clone())).as_ref(),
-    )?;
-    let grads = losses.clone().sum().div_scalar(eot as f64).backward();
-    let grad = input_gradient(&x, &grads)?;
+    // One chunk: the historical single repeated batch, drawn as it always was.
+    let ahead = match per_chunk < eot {
+        true => target.draw_ahead(rng, [n * eot, dims[1], dims[2], dims[3]])?,
+        false => None,
+    };
+    let (mut grad, mut all_logits, mut all_losses) = (None, Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < eot {
+        let k = per_chunk.min(eot - done);
+        let draw = match &ahead {
+            Some(d) => Some(d.rows(done * n, k * n)?),
+            None => None,
+        };
+        let logits = target.logits_drawn(rows(&x, k), draw.as_ref(), rng)?;
+        let losses = per_sample_loss(
+            loss,
+            logits.clone(),
+            &repeat(labels.clone(), k),
+            targets.map(|t| repeat(t.clone(), k)).as_ref(),
+        )?;
+        let grads = losses.clone().sum().div_scalar(eot as f64).backward();
+        let g = input_gradient(&x, &grads)?;
+        grad = Some(match grad {
+            None => g,
+            Some(acc) => acc + g,
+        });
+        all_logits.push(logits.detach());
+        all_losses.push(losses.detach());
+        done += k;
+    }
+    let logits = Tensor::cat(all_logits, 0);
+    let [_, classes] = logits.dims();
     let mean_logits = logits
-        .detach()
-        .reshape([eot, n, k])
+        .reshape([eot, n, classes])
         .mean_dim(0)
-        .reshape([n, k]);
+        .reshape([n, classes]);
     let wrong = mean_logits.argmax(1).reshape([n]).not_equal(labels.clone());
     Ok(DeviceEvaluation {
-        grad,
-        loss: losses.detach().reshape([eot, n]).mean_dim(0).reshape([n]),
+        grad: grad.ok_or_else(|| AtopError::config("attack.eot", "no EOT draw was taken"))?,
+        loss: Tensor::cat(all_losses, 0)
+            .reshape([eot, n])
+            .mean_dim(0)
+            .reshape([n]),
         wrong,
     })
 }
@@ -461,4 +518,98 @@ pub fn gradient_health<T: AttackTarget + ?Sized>(
         }
     }
     Ok((zero, non_finite))
+}
+
+#[cfg(test)]
+mod eot_chunk_tests {
+    use super::*;
+    use crate::attack::DefenseTarget;
+    use crate::attack::GradientMode;
+    use crate::defense::Defense;
+    use crate::model::classifier::SmallCnnConfig;
+    use crate::model::{AutoencoderConfig, ClassifierConfig, PurifierConfig};
+    use crate::rng::{seeded, with_backend_seed};
+    use crate::transform::TransformConfig;
+    use burn::module::Module;
+    use burn::tensor::{Device, Distribution};
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        crate::host::floats(t.flatten::<1>(0, 3), "test").unwrap()
+    }
+
+    #[test]
+    fn chunked_eot_gives_the_unchunked_gradient_loss_and_prediction() {
+        let device = Device::flex().autodiff();
+        let (classifier, purifier) = with_backend_seed(&device, 11, || {
+            let c = ClassifierConfig::SmallCnn(SmallCnnConfig {
+                width: 4,
+                ..SmallCnnConfig::fashion_mnist()
+            });
+            let p = PurifierConfig::Ae(AutoencoderConfig {
+                image_channels: 1,
+                width: 4,
+            });
+            (c.init(&device).unwrap(), p.init(&device).unwrap())
+        });
+        let defense = Defense::new(
+            TransformConfig {
+                grid: 7,
+                ..TransformConfig::rt3()
+            },
+            purifier.freeze(),
+            classifier.freeze(),
+        );
+        let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
+        let y = int_tensor(&[1, 4, 7], &device);
+        for mode in [GradientMode::Full, GradientMode::Bpda] {
+            let target = DefenseTarget::new(&defense, mode);
+            let run = |chunk_values: usize| {
+                let previous = set_eot_chunk_values(chunk_values);
+                let ev = evaluate(
+                    &target,
+                    &x,
+                    &y,
+                    None,
+                    AttackLoss::CrossEntropy,
+                    5,
+                    &mut seeded(3),
+                )
+                .unwrap()
+                .into_host()
+                .unwrap();
+                set_eot_chunk_values(previous);
+                (values(ev.grad), ev.loss, ev.wrong)
+            };
+            let whole = run(DEFAULT_EOT_CHUNK_VALUES);
+            // 3 images of 784 values: one draw per pass, then two.
+            for bound in [3 * 784, 2 * 3 * 784] {
+                let chunked = run(bound);
+                let scale = whole.0.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                let diff = whole
+                    .0
+                    .iter()
+                    .zip(&chunked.0)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    diff <= 1e-5 * scale,
+                    "{mode:?}, bound {bound}: {diff} of {scale}"
+                );
+                for (a, b) in whole.1.iter().zip(&chunked.1) {
+                    assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "loss {a} vs {b}");
+                }
+                assert_eq!(whole.2, chunked.2);
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_is_per_thread_and_at_least_one_image() {
+        assert_eq!(eot_chunk_values(), DEFAULT_EOT_CHUNK_VALUES);
+        let previous = set_eot_chunk_values(0);
+        assert_eq!(eot_chunk_values(), 1);
+        std::thread::spawn(|| assert_eq!(eot_chunk_values(), DEFAULT_EOT_CHUNK_VALUES))
+            .join()
+            .unwrap();
+        set_eot_chunk_values(previous);
+    }
 }

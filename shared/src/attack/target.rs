@@ -42,6 +42,25 @@ pub trait AttackTarget {
 
     /// Whether two calls on the same input can differ (EOT matters).
     fn is_randomized(&self) -> bool;
+
+    /// The randomness of one call on a batch of shape `dims`, drawn ahead,
+    /// for targets whose randomness is a transform draw (the defenses);
+    /// `None` where there is none to share.
+    fn draw_ahead(&self, _rng: &mut AtopRng, _dims: [usize; 4]) -> Result<Option<TransformDraw>> {
+        Ok(None)
+    }
+
+    /// Logits with the randomness given by `draw` (rows of one drawn ahead
+    /// with [`AttackTarget::draw_ahead`]); without a draw, as `logits`.
+    fn logits_drawn(
+        &self,
+        x: Tensor<4>,
+        draw: Option<&TransformDraw>,
+        rng: &mut AtopRng,
+    ) -> Result<Tensor<2>> {
+        let _ = draw;
+        self.logits(x, rng)
+    }
 }
 
 /// The bare classifier.
@@ -89,6 +108,36 @@ impl AttackTarget for DefenseTarget<'_> {
             (Some(draw), GradientMode::FixedRandomness) if draw.dims == x.dims() => draw.clone(),
             _ => self.defense.draw(rng, x.dims())?,
         };
+        self.logits_with(x, &draw)
+    }
+
+    fn is_randomized(&self) -> bool {
+        self.mode != GradientMode::FixedRandomness
+    }
+
+    fn draw_ahead(&self, rng: &mut AtopRng, dims: [usize; 4]) -> Result<Option<TransformDraw>> {
+        match self.mode {
+            GradientMode::FixedRandomness => Ok(None),
+            _ => Ok(Some(self.defense.draw(rng, dims)?)),
+        }
+    }
+
+    fn logits_drawn(
+        &self,
+        x: Tensor<4>,
+        draw: Option<&TransformDraw>,
+        rng: &mut AtopRng,
+    ) -> Result<Tensor<2>> {
+        match draw {
+            Some(draw) => self.logits_with(x, draw),
+            None => self.logits(x, rng),
+        }
+    }
+}
+
+impl DefenseTarget<'_> {
+    /// The defense's logits under `draw`, differentiated in this mode.
+    fn logits_with(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<Tensor<2>> {
         match self.mode {
             GradientMode::Bpda => {
                 // Forward: the real defense. Backward: through the transform
@@ -109,12 +158,8 @@ impl AttackTarget for DefenseTarget<'_> {
                     .classifier
                     .forward(resize(straight_through, [0, 0, h, w]))
             }
-            _ => Ok(self.defense.forward_with(x, &draw)?.logits),
+            _ => Ok(self.defense.forward_with(x, draw)?.logits),
         }
-    }
-
-    fn is_randomized(&self) -> bool {
-        self.mode != GradientMode::FixedRandomness
     }
 }
 
@@ -130,5 +175,21 @@ impl AttackTarget for TransformOnlyTarget<'_> {
 
     fn is_randomized(&self) -> bool {
         true
+    }
+
+    fn draw_ahead(&self, rng: &mut AtopRng, dims: [usize; 4]) -> Result<Option<TransformDraw>> {
+        Ok(Some(self.0.draw(rng, dims)?))
+    }
+
+    fn logits_drawn(
+        &self,
+        x: Tensor<4>,
+        draw: Option<&TransformDraw>,
+        rng: &mut AtopRng,
+    ) -> Result<Tensor<2>> {
+        match draw {
+            Some(draw) => self.0.transform_only_with(x, draw),
+            None => self.logits(x, rng),
+        }
     }
 }
