@@ -11,7 +11,8 @@
 #   classifier       the quickstart's classifier (configs/fmnist.toml)
 #   at-classifier    the PGD-AT baseline (configs/fmnist-at.toml)
 #   RUN              an AToP run named below (OUT_DIR/RUN/)
-#   eval:RUN         score RUN's epoch defenses (every EVAL_EVERY-th epoch and the last)
+#   eval:RUN         score RUN's epoch defenses (the first, every EVAL_EVERY-th
+#                    and, once RUN has finished, the last), while RUN runs too
 #
 # ATOP (default: the dev build) and ATOP_FLAGS (e.g. "--device cpu" with
 # the LibTorch build) choose the binary and backend.
@@ -54,11 +55,14 @@ for step in "$@"; do
       log "at-classifier"
       "$atop" train-classifier "${flags[@]}" --config configs/fmnist-at.toml --out "$out/at-classifier" --resume ;;
     eval:*)
+      # Every EVAL_EVERY-th epoch, the first, and the last once the run has
+      # finished; epochs already written are scored while the run goes on.
       run=${step#eval:}
       dir=$out/$run
-      [ -f "$dir/atop.safetensors" ] || { log "eval:$run: $run has not finished, skipped"; continue; }
+      [ -d "$dir/epochs" ] || { log "eval:$run: no epochs yet, skipped"; continue; }
       mapfile -t epochs < <(ls "$dir/epochs" | sort)
-      last=$((${#epochs[@]} - 1))
+      last=-1
+      [ -f "$dir/atop.safetensors" ] && last=$((${#epochs[@]} - 1))
       for i in "${!epochs[@]}"; do
         if (( (i + 1) % every != 0 && i != 0 && i != last )); then continue; fi
         name=${epochs[$i]%.safetensors}
