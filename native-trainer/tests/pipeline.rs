@@ -864,35 +864,50 @@ fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
         "state file left behind"
     );
 
-    // Two shards, merged: the same table as one run.
-    let mut shard_dirs = Vec::new();
+    // Two shards, merged: the same table as one run. The shards and the
+    // merge run through the Slurm scripts' own commands, as local processes.
+    let script = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts/slurm")
+            .join(name)
+    };
+    let cluster = f.dir.join("cluster");
+    let mut shard_args: Vec<String> = eval_args(&whole);
+    let at = shard_args.iter().position(|a| a == "--out").unwrap();
+    shard_args.drain(at..at + 2);
+    shard_args.remove(0); // "eval": the script adds it
     for i in 0..2 {
-        let dir = f.dir.join(format!("shard{i}"));
-        let mut args = eval_args(&dir);
-        args.extend(["--shard".into(), format!("{i}/2")]);
-        let out = atop().args(&args).output().unwrap();
+        let out = Command::new("bash")
+            .arg(script("eval-shard.sh"))
+            .args([i.to_string(), "2".into(), cluster.display().to_string()])
+            .args(&shard_args)
+            .env("ATOP", env!("CARGO_BIN_EXE_atop"))
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        shard_dirs.push(dir);
     }
-    let merged = f.dir.join("merged");
-    let (ok, err) = run(&[
-        "eval",
-        "merge",
-        "--out",
-        merged.to_str().unwrap(),
-        shard_dirs[0].to_str().unwrap(),
-        shard_dirs[1].to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let out = Command::new("bash")
+        .arg(script("eval-merge.sh"))
+        .args(["2", cluster.to_str().unwrap()])
+        .env("ATOP", env!("CARGO_BIN_EXE_atop"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
-        eval_rows(&merged),
+        eval_rows(&cluster.join("merged")),
         whole_rows,
         "merged shards differ from the whole run"
     );
+    let shard_dirs: Vec<PathBuf> = (0..2).map(|i| cluster.join(format!("shard-{i}"))).collect();
+    let merged = f.dir.join("merged");
     // A shard missing is an error that says so.
     let (ok, err) = run(&[
         "eval",
