@@ -103,6 +103,31 @@ pub enum Command {
     },
     /// Bundle test images into an artifact for the browser demo.
     ExportWeb(ExportWebArgs),
+    /// Rerun the stage that made an artifact (its recorded configuration,
+    /// seeds, data and inputs) and compare the new weights with it.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Args)]
+pub struct ReproduceArgs {
+    /// The artifact to reproduce.
+    pub artifact: PathBuf,
+    /// Output directory for the rerun (its artifact, checkpoints, reproduce.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue an interrupted rerun from its checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute device, as for the other commands.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// The classifier input of a fine-tuned artifact, where it is no longer
+    /// at the path its manifest records (checked against the recorded identity).
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// The purifier input, likewise.
+    #[arg(long)]
+    pub purifier: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -1011,3 +1011,82 @@ fn a_budget_run_keeps_every_epoch_and_counts_its_compute() {
     assert!(factors[2..].windows(2).all(|w| w[1] < w[0]), "{factors:?}");
     let _ = std::fs::remove_dir_all(&f.dir);
 }
+
+#[test]
+fn reproduce_reruns_each_stage_to_the_same_bits_and_refuses_what_it_cannot() {
+    let f = fixture("reproduce");
+    let cfg = f.config.to_str().unwrap();
+    let out = f.dir.join("out");
+    let out_s = out.to_str().unwrap();
+    for stage in ["train-classifier", "pretrain"] {
+        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
+        assert!(ok, "{stage}: {err}");
+    }
+    let (classifier, purifier) = (
+        out.join("classifier.safetensors"),
+        out.join("purifier-pretrained.safetensors"),
+    );
+    let (ok, err) = run(&[
+        "finetune",
+        "--config",
+        cfg,
+        "--out",
+        out_s,
+        "--classifier",
+        classifier.to_str().unwrap(),
+        "--purifier",
+        purifier.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    // Each stage's artifact reruns from its manifest alone, on flex: the same bits.
+    for (i, name) in ["classifier", "purifier-pretrained", "atop"]
+        .iter()
+        .enumerate()
+    {
+        let again = f.dir.join(format!("again{i}"));
+        let out = atop()
+            .args([
+                "reproduce",
+                out.join(format!("{name}.safetensors")).to_str().unwrap(),
+            ])
+            .args(["--out", again.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("Identical bits"), "{name}: {stdout}");
+        assert!(again.join("reproduce.md").is_file());
+    }
+    // An input that is not the one the manifest records is refused by name.
+    let (ok, err) = run(&[
+        "reproduce",
+        out.join("atop.safetensors").to_str().unwrap(),
+        "--out",
+        f.dir.join("wrong").to_str().unwrap(),
+        "--classifier",
+        f.dir
+            .join("again0/classifier.safetensors")
+            .to_str()
+            .unwrap(),
+        "--purifier",
+        out.join("atop.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("is not the purifier"), "{err}");
+    // An artifact with no recorded training has nothing to rerun.
+    let mut bare = read_artifact(&classifier);
+    bare.manifest.training = serde_json::Value::Null;
+    let bare_path = f.dir.join("bare.safetensors");
+    std::fs::write(&bare_path, bare.to_bytes().unwrap()).unwrap();
+    let (ok, err) = run(&[
+        "reproduce",
+        bare_path.to_str().unwrap(),
+        "--out",
+        f.dir.join("bare").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("training.stage"), "{err}");
+    let _ = std::fs::remove_dir_all(&f.dir);
+}

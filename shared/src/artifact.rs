@@ -226,7 +226,8 @@ impl StoredTensor {
         Ok(StoredTensor::F32 { shape, values })
     }
 
-    fn to_data(&self, name: &str) -> Result<TensorData> {
+    /// The tensor's values as burn data (`name` names it in errors).
+    pub fn to_data(&self, name: &str) -> Result<TensorData> {
         match self {
             StoredTensor::F32 { shape, values } => {
                 Ok(TensorData::new(values.clone(), shape.clone()))

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod eval;
 mod quickstart;
+mod reproduce;
 mod train;
 
 use std::path::Path;
@@ -45,6 +46,7 @@ pub fn run(command: Command) -> Result<()> {
             json.as_deref(),
         ),
         Command::ExportWeb(args) => demo::export_web_command(&args),
+        Command::Reproduce(args) => reproduce::run(&args),
     }
 }
 

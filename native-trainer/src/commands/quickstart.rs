@@ -56,6 +56,16 @@ fn quickstart(
         purifier: pretrained.model.clone(),
         purifier_config: cfg.purifier.clone(),
         id: "quickstart".into(),
+        sources: serde_json::json!({
+            "classifier": pipeline::input_source(
+                &classifier.artifact_path,
+                &crate::fsutil::read_artifact(&classifier.artifact_path)?,
+            ),
+            "purifier": pipeline::input_source(
+                &pretrained.artifact_path,
+                &crate::fsutil::read_artifact(&pretrained.artifact_path)?,
+            ),
+        }),
     };
     let finetuned = pipeline::finetune(&ctx, inputs)?;
     // The quickstart's artifact is the fine-tuned one, under its public name.

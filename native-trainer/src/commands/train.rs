@@ -50,6 +50,10 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
             classifier_config: c.manifest.classifier.clone().context("no classifier")?,
             purifier: p.purifier(ctx.device, &p_name)?,
             purifier_config: p.manifest.purifier.clone().context("no purifier")?,
+            sources: serde_json::json!({
+                "classifier": pipeline::input_source(c_path, &c),
+                "purifier": pipeline::input_source(p_path, &p),
+            }),
         };
         pipeline::finetune(ctx, inputs).map(drop)
     })

@@ -312,6 +312,18 @@ pub struct FinetuneInputs {
     pub purifier_config: PurifierConfig,
     /// Identifies the inputs (their payload hashes) in the checkpoint's config hash.
     pub id: String,
+    /// Where the inputs came from (artifact paths and identities), recorded
+    /// in the manifest as `training.inputs` so `atop reproduce` finds them.
+    pub sources: serde_json::Value,
+}
+
+/// An input artifact as a manifest records it: its path and identity.
+pub fn input_source(path: &Path, artifact: &Artifact) -> serde_json::Value {
+    serde_json::json!({
+        "path": path.display().to_string(),
+        "defense_sha256": artifact.manifest.defense_sha256,
+        "payload_sha256": artifact.manifest.payload_sha256,
+    })
 }
 
 /// AToP fine-tuning of the input purifier against the frozen classifier;
@@ -324,6 +336,7 @@ pub fn finetune(ctx: &StageContext, inputs: FinetuneInputs) -> Result<StageResul
         purifier,
         purifier_config,
         id,
+        sources,
     } = inputs;
     refuse_identity(&purifier_config, "finetune")?;
     let train_device = device.clone().autodiff();
@@ -392,6 +405,7 @@ pub fn finetune(ctx: &StageContext, inputs: FinetuneInputs) -> Result<StageResul
     let warnings = gan_health(out, "finetune", &mut m)?;
     let (batch, attack_steps, through) = finetune_compute_terms(cfg);
     m.training["compute"] = training_compute(&outcome, batch, attack_steps, through);
+    m.training["inputs"] = sources;
     m.classifier = Some(classifier_config);
     m.purifier = Some(purifier_config);
     m.transform = Some(cfg.transform.clone());
