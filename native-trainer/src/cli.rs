@@ -103,9 +103,25 @@ pub enum Command {
     },
     /// Bundle test images into an artifact for the browser demo.
     ExportWeb(ExportWebArgs),
+    /// PyTorch weights (.safetensors, or a .pt/.pth state dict read without
+    /// executing pickle code) into a classifier artifact of the
+    /// configuration's architecture and normalization: `D/classifier.safetensors`.
+    Import(ImportArgs),
     /// Rerun the stage that made an artifact (its recorded configuration,
     /// seeds, data and inputs) and compare the new weights with it.
     Reproduce(ReproduceArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The PyTorch weights: a state dict in a .safetensors or .pt/.pth file.
+    pub weights: PathBuf,
+    /// Remove this prefix from every key (`module.` is removed when every
+    /// key has it).
+    #[arg(long)]
+    pub strip_prefix: Option<String>,
 }
 
 #[derive(Args)]

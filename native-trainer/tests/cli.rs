@@ -339,3 +339,109 @@ fn bench_at_cifar_scale_writes_the_named_rows() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const FMNIST_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/fmnist.toml");
+
+/// The import golden files (scripts/golden/make_import_golden.py).
+fn import_golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/import")
+        .join(name)
+}
+
+#[test]
+fn pytorch_weights_import_to_a_classifier_with_pytorchs_logits() {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(import_golden("small_cnn.json")).unwrap())
+            .unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (images, expected) = (floats(&golden["images"]), floats(&golden["logits"]));
+    let dir = std::env::temp_dir().join(format!("atop-import-{}", std::process::id()));
+    // A DataParallel .pt (keys under `module.`) and a plain .safetensors.
+    for file in ["small_cnn.pt", "small_cnn.safetensors"] {
+        let out = dir.join(file);
+        let (ok, stdout, stderr) = atop(&[
+            "import",
+            "--config",
+            FMNIST_CONFIG,
+            import_golden(file).to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "classifier.width=4",
+        ]);
+        assert!(ok && stdout.contains("imported"), "{file}: {stderr}");
+        let path = out.join("classifier.safetensors");
+        let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
+        assert_eq!(artifact.manifest.training["stage"], "import");
+        let device = burn::tensor::Device::flex();
+        let classifier = artifact.classifier(&device, "imported").unwrap();
+        let x = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(images.clone(), [3, 1, 28, 28]),
+            &device,
+        );
+        let logits = classifier
+            .forward(x)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let worst = logits
+            .iter()
+            .zip(&expected)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst < 1e-5,
+            "{file}: logits differ from PyTorch's by {worst}"
+        );
+    }
+    // Wrong architecture, unexpected keys, and a pickle carrying code: named errors.
+    let (ok, _, stderr) = atop(&[
+        "import",
+        "--config",
+        FMNIST_CONFIG,
+        import_golden("small_cnn.safetensors").to_str().unwrap(),
+        "--out",
+        dir.join("wide").to_str().unwrap(),
+        "--set",
+        "classifier.width=8",
+    ]);
+    assert!(
+        !ok && stderr.contains("conv1.weight") && stderr.contains("shape"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = atop(&[
+        "import",
+        "--config",
+        FMNIST_CONFIG,
+        import_golden("small_cnn.pt").to_str().unwrap(),
+        "--out",
+        dir.join("prefix").to_str().unwrap(),
+        "--set",
+        "classifier.width=4",
+        "--strip-prefix",
+        "model.",
+    ]);
+    assert!(!ok && stderr.contains("module.conv1.weight"), "{stderr}");
+    let (ok, _, stderr) = atop(&[
+        "import",
+        "--config",
+        FMNIST_CONFIG,
+        import_golden("pickled_code.pt").to_str().unwrap(),
+        "--out",
+        dir.join("code").to_str().unwrap(),
+        "--set",
+        "classifier.width=4",
+    ]);
+    assert!(
+        !ok && stderr.contains("`hook`") && stderr.contains("never runs pickled code"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

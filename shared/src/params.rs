@@ -215,16 +215,34 @@ pub fn import_params<M: Module>(
         errors: Vec::new(),
     };
     let module = module.map(&mut importer);
-    let mut errors = importer.errors;
+    let (missing, mut errors): (Vec<String>, Vec<String>) = importer
+        .errors
+        .into_iter()
+        .partition(|e| e.starts_with("missing tensor"));
+    // Mis-shaped first, then one line each for the missing and the
+    // unexpected names, so a wrong prefix or architecture reads at once.
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing
+            .iter()
+            .take(3)
+            .map(|e| e.trim_start_matches("missing tensor "))
+            .collect();
+        errors.push(format!(
+            "{} missing tensor(s), e.g. {}",
+            missing.len(),
+            names.join(", ")
+        ));
+    }
     let unused: Vec<&String> = tensors
         .keys()
         .filter(|k| !importer.used.contains(k))
         .collect();
     if !unused.is_empty() {
+        let names: Vec<String> = unused.iter().take(3).map(|k| format!("`{k}`")).collect();
         errors.push(format!(
-            "{} tensor(s) the model does not have, e.g. `{}`",
+            "{} tensor(s) the model does not have, e.g. {}",
             unused.len(),
-            unused[0]
+            names.join(", ")
         ));
     }
     if errors.is_empty() {

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod eval;
+mod import;
 mod quickstart;
 mod reproduce;
 mod train;
@@ -47,6 +48,7 @@ pub fn run(command: Command) -> Result<()> {
         ),
         Command::ExportWeb(args) => demo::export_web_command(&args),
         Command::Reproduce(args) => reproduce::run(&args),
+        Command::Import(args) => import::run(&args),
     }
 }
 
