@@ -11,6 +11,8 @@
 #   classifier       the quickstart's classifier (configs/fmnist.toml)
 #   at-classifier    the PGD-AT baseline (configs/fmnist-at.toml)
 #   RUN              an AToP run named below (OUT_DIR/RUN/)
+#   eval-pretrained:C  score the shipped pre-trained AE, not fine-tuned, in front
+#                    of classifier C (classifier or at-classifier): the budget's zero
 #   eval:RUN         score RUN's epoch defenses (the first, every EVAL_EVERY-th
 #                    and, once RUN has finished, the last), while RUN runs too
 #
@@ -54,6 +56,14 @@ for step in "$@"; do
       [ -f "$out/at-classifier/classifier.safetensors" ] && { log "at-classifier: done"; continue; }
       log "at-classifier"
       "$atop" train-classifier "${flags[@]}" --config configs/fmnist-at.toml --out "$out/at-classifier" --resume ;;
+    eval-pretrained:*)
+      c=${step#eval-pretrained:}
+      dir=$out/pretrained-$c
+      [ -f "$dir/report.json" ] && { log "$step: done"; continue; }
+      log "$step"
+      "$atop" eval "${flags[@]}" --config configs/fmnist.toml \
+        --protocol configs/protocols/fmnist-budget-validation.toml --out "$dir" \
+        --artifact "$out/$c/classifier.safetensors" --artifact "$purifier" --resume ;;
     eval:*)
       # Every EVAL_EVERY-th epoch, the first, and the last once the run has
       # finished; epochs already written are scored while the run goes on.
