@@ -277,7 +277,7 @@ pub const MAX_HEADER_BYTES: u64 = 100 << 20;
 /// reader of a file or a stream knows how much to read next.
 pub fn header_length(first: [u8; 8], source_name: &str) -> Result<u64> {
     let n = u64::from_le_bytes(first);
-    if n < 2 || n > MAX_HEADER_BYTES {
+    if !(2..=MAX_HEADER_BYTES).contains(&n) {
         return Err(AtopError::artifact(
             source_name,
             format!(
