@@ -9,6 +9,7 @@ mod demo;
 mod hostile;
 mod models;
 mod parity;
+mod python_golden;
 mod schedules;
 mod stadv;
 mod transform;
