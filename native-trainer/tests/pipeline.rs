@@ -793,26 +793,8 @@ fn eval_rows(dir: &Path) -> serde_json::Value {
 fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
     let f = fixture("shards");
     let cfg = f.config.to_str().unwrap();
-    let out = f.dir.join("train");
-    let out_s = out.to_str().unwrap();
-    for stage in ["train-classifier", "pretrain"] {
-        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
-        assert!(ok, "{err}");
-    }
-    let classifier = out.join("classifier.safetensors");
-    let purifier = out.join("purifier-pretrained.safetensors");
-    let (ok, err) = run(&[
-        "finetune",
-        "--config",
-        cfg,
-        "--out",
-        out_s,
-        "--classifier",
-        classifier.to_str().unwrap(),
-        "--purifier",
-        purifier.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let out = f.dir.join("out");
+    finetuned(&f, &out, &[]);
     let artifact = out.join("atop.safetensors");
     let protocol = f.dir.join("protocol.toml");
     std::fs::write(&protocol, PROTOCOL).unwrap();
@@ -876,30 +858,27 @@ fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
     let at = shard_args.iter().position(|a| a == "--out").unwrap();
     shard_args.drain(at..at + 2);
     shard_args.remove(0); // "eval": the script adds it
-    for i in 0..2 {
+    let slurm_script = |name: &str, args: Vec<String>| {
         let out = Command::new("bash")
-            .arg(script("eval-shard.sh"))
-            .args([i.to_string(), "2".into(), cluster.display().to_string()])
-            .args(&shard_args)
+            .arg(script(name))
+            .args(args)
             .env("ATOP", env!("CARGO_BIN_EXE_atop"))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    };
+    for i in 0..2 {
+        let mut args = vec![i.to_string(), "2".into(), cluster.display().to_string()];
+        args.extend(shard_args.iter().cloned());
+        slurm_script("eval-shard.sh", args);
     }
-    let out = Command::new("bash")
-        .arg(script("eval-merge.sh"))
-        .args(["2", cluster.to_str().unwrap()])
-        .env("ATOP", env!("CARGO_BIN_EXE_atop"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    slurm_script(
+        "eval-merge.sh",
+        vec!["2".into(), cluster.display().to_string()],
     );
     assert_eq!(
         eval_rows(&cluster.join("merged")),
@@ -946,39 +925,63 @@ fn eval_shards_merge_to_the_whole_run_and_a_killed_eval_resumes() {
     std::fs::remove_dir_all(&f.dir).ok();
 }
 
-#[test]
-fn a_budget_run_keeps_every_epoch_and_counts_its_compute() {
-    let f = fixture("budget");
-    let cfg = f.config.to_str().unwrap();
+/// Trains the classifier and pre-trains the purifier of fixture `f` into
+/// `f.dir/out`; returns their artifacts' paths.
+fn pretrained_inputs(f: &Fixture) -> (PathBuf, PathBuf) {
     let out = f.dir.join("out");
-    let out_s = out.to_str().unwrap();
     for stage in ["train-classifier", "pretrain"] {
-        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
+        let (ok, err) = run(&[
+            stage,
+            "--config",
+            f.config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(ok, "{stage}: {err}");
     }
-    let (classifier, purifier) = (
+    (
         out.join("classifier.safetensors"),
         out.join("purifier-pretrained.safetensors"),
-    );
-    let ft = f.dir.join("finetune");
-    let (ok, err) = run(&[
+    )
+}
+
+/// [`pretrained_inputs`], then AToP fine-tuning of them into `out` with
+/// `extra` arguments; returns the inputs' paths.
+fn finetuned(f: &Fixture, out: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let (classifier, purifier) = pretrained_inputs(f);
+    let mut args = vec![
         "finetune",
         "--config",
-        cfg,
+        f.config.to_str().unwrap(),
         "--out",
-        ft.to_str().unwrap(),
+        out.to_str().unwrap(),
         "--classifier",
         classifier.to_str().unwrap(),
         "--purifier",
         purifier.to_str().unwrap(),
-        "--set",
-        "finetune.keep_epoch_artifacts=true",
-        "--set",
-        "finetune.lr_schedule=cosine",
-        "--set",
-        "finetune.warmup_steps=2",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (ok, err) = run(&args);
     assert!(ok, "{err}");
+    (classifier, purifier)
+}
+
+#[test]
+fn a_budget_run_keeps_every_epoch_and_counts_its_compute() {
+    let f = fixture("budget");
+    let ft = f.dir.join("finetune");
+    finetuned(
+        &f,
+        &ft,
+        &[
+            "--set",
+            "finetune.keep_epoch_artifacts=true",
+            "--set",
+            "finetune.lr_schedule=cosine",
+            "--set",
+            "finetune.warmup_steps=2",
+        ],
+    );
     // 2 epochs of 6 steps of 8 images; PGD-5 through the defense.
     let compute = |p: &Path| read_artifact(p).manifest.training["compute"].clone();
     for (epoch, steps) in [(0, 6), (1, 12)] {
@@ -1015,29 +1018,8 @@ fn a_budget_run_keeps_every_epoch_and_counts_its_compute() {
 #[test]
 fn reproduce_reruns_each_stage_to_the_same_bits_and_refuses_what_it_cannot() {
     let f = fixture("reproduce");
-    let cfg = f.config.to_str().unwrap();
     let out = f.dir.join("out");
-    let out_s = out.to_str().unwrap();
-    for stage in ["train-classifier", "pretrain"] {
-        let (ok, err) = run(&[stage, "--config", cfg, "--out", out_s]);
-        assert!(ok, "{stage}: {err}");
-    }
-    let (classifier, purifier) = (
-        out.join("classifier.safetensors"),
-        out.join("purifier-pretrained.safetensors"),
-    );
-    let (ok, err) = run(&[
-        "finetune",
-        "--config",
-        cfg,
-        "--out",
-        out_s,
-        "--classifier",
-        classifier.to_str().unwrap(),
-        "--purifier",
-        purifier.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let (classifier, _) = finetuned(&f, &out, &[]);
     // Each stage's artifact reruns from its manifest alone, on flex: the same bits.
     for (i, name) in ["classifier", "purifier-pretrained", "atop"]
         .iter()
