@@ -51,15 +51,27 @@ pub trait AttackTarget {
     }
 
     /// Logits with the randomness given by `draw` (rows of one drawn ahead
-    /// with [`AttackTarget::draw_ahead`]); without a draw, as `logits`.
+    /// with [`AttackTarget::draw_ahead`]); only called on targets whose
+    /// `draw_ahead` gives one.
+    fn logits_with_draw(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<Tensor<2>> {
+        let _ = (x, draw);
+        Err(crate::error::AtopError::config(
+            "attack target",
+            "this target takes no transform draw",
+        ))
+    }
+
+    /// Logits with the given draw, or a fresh one from `rng` without.
     fn logits_drawn(
         &self,
         x: Tensor<4>,
         draw: Option<&TransformDraw>,
         rng: &mut AtopRng,
     ) -> Result<Tensor<2>> {
-        let _ = draw;
-        self.logits(x, rng)
+        match draw {
+            Some(draw) => self.logits_with_draw(x, draw),
+            None => self.logits(x, rng),
+        }
     }
 }
 
@@ -122,16 +134,8 @@ impl AttackTarget for DefenseTarget<'_> {
         }
     }
 
-    fn logits_drawn(
-        &self,
-        x: Tensor<4>,
-        draw: Option<&TransformDraw>,
-        rng: &mut AtopRng,
-    ) -> Result<Tensor<2>> {
-        match draw {
-            Some(draw) => self.logits_with(x, draw),
-            None => self.logits(x, rng),
-        }
+    fn logits_with_draw(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<Tensor<2>> {
+        self.logits_with(x, draw)
     }
 }
 
@@ -181,15 +185,7 @@ impl AttackTarget for TransformOnlyTarget<'_> {
         Ok(Some(self.0.draw(rng, dims)?))
     }
 
-    fn logits_drawn(
-        &self,
-        x: Tensor<4>,
-        draw: Option<&TransformDraw>,
-        rng: &mut AtopRng,
-    ) -> Result<Tensor<2>> {
-        match draw {
-            Some(draw) => self.0.transform_only_with(x, draw),
-            None => self.logits(x, rng),
-        }
+    fn logits_with_draw(&self, x: Tensor<4>, draw: &TransformDraw) -> Result<Tensor<2>> {
+        self.0.transform_only_with(x, draw)
     }
 }
