@@ -445,3 +445,51 @@ fn pytorch_weights_import_to_a_classifier_with_pytorchs_logits() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_robustbench_layout_resnet18_imports_with_its_batch_norm_statistics() {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(import_golden("resnet18_w4.json")).unwrap())
+            .unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let dir = std::env::temp_dir().join(format!("atop-import-resnet-{}", std::process::id()));
+    let (ok, _, stderr) = atop(&[
+        "import",
+        "--config",
+        FMNIST_CONFIG,
+        import_golden("resnet18_w4.pt").to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--set",
+        r#"classifier={architecture="resnet18",image_channels=3,num_classes=10,width=4,normalization={mean=[0.5,0.5,0.5],std=[0.25,0.25,0.25]}}"#,
+        "--set",
+        r#"purifier={kind="ae",image_channels=3,width=4}"#,
+    ]);
+    assert!(ok, "{stderr}");
+    let path = dir.join("classifier.safetensors");
+    let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
+    let device = burn::tensor::Device::flex();
+    let classifier = artifact.classifier(&device, "imported").unwrap();
+    let x = burn::tensor::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(floats(&golden["images"]), [2, 3, 32, 32]),
+        &device,
+    );
+    let logits = classifier
+        .forward(x)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let worst = logits
+        .iter()
+        .zip(floats(&golden["logits"]))
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-4, "logits differ from PyTorch's by {worst}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -42,6 +42,59 @@ class SmallCnn(nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
+class Block(nn.Module):
+    """Kuang Liu's BasicBlock, RobustBench's ResNet-18 layout."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """atop's `resnet18` at width 4 (64 in the paper's), 3x32x32."""
+
+    def __init__(self, w=4, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        stage = lambda cin, cout, s: nn.Sequential(Block(cin, cout, s), Block(cout, cout, 1))
+        self.layer1, self.layer2 = stage(w, w, 1), stage(w, 2 * w, 2)
+        self.layer3, self.layer4 = stage(2 * w, 4 * w, 2), stage(4 * w, 8 * w, 2)
+        self.linear = nn.Linear(8 * w, classes)
+
+    def forward(self, x):
+        x = (x - 0.5) / 0.25
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.linear(x.mean((2, 3)))
+
+
+def resnet_golden():
+    torch.manual_seed(11)
+    model = ResNet18()
+    model.train()
+    with torch.no_grad():  # running statistics that are not the defaults
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32))
+    model.eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = model(images)
+    torch.save(model.state_dict(), os.path.join(OUT, "resnet18_w4.pt"))
+    with open(os.path.join(OUT, "resnet18_w4.json"), "w") as f:
+        json.dump({"images": images.flatten().tolist(), "logits": logits.flatten().tolist()}, f)
+
+
 def main():
     torch.manual_seed(2024)
     model = SmallCnn().eval()
@@ -64,6 +117,7 @@ def main():
             },
             f,
         )
+    resnet_golden()
     print("wrote", OUT)
 
 
