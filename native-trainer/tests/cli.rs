@@ -446,11 +446,14 @@ fn pytorch_weights_import_to_a_classifier_with_pytorchs_logits() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_robustbench_layout_resnet18_imports_with_its_batch_norm_statistics() {
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(import_golden("resnet18_w4.json")).unwrap())
-            .unwrap();
+/// Imports golden `name`.pt with the classifier configuration `classifier`
+/// (3x32x32 inputs normalised with mean 0.5, std 0.25) and checks the
+/// artifact's logits against PyTorch's.
+fn imports_with_pytorchs_logits(name: &str, classifier: &str) {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(import_golden(&format!("{name}.json"))).unwrap(),
+    )
+    .unwrap();
     let floats = |v: &serde_json::Value| -> Vec<f32> {
         v.as_array()
             .unwrap()
@@ -458,29 +461,32 @@ fn a_robustbench_layout_resnet18_imports_with_its_batch_norm_statistics() {
             .map(|x| x.as_f64().unwrap() as f32)
             .collect()
     };
-    let dir = std::env::temp_dir().join(format!("atop-import-resnet-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("atop-import-{name}-{}", std::process::id()));
+    let classifier = format!(
+        "classifier={{{classifier},image_channels=3,num_classes=10,normalization={{mean=[0.5,0.5,0.5],std=[0.25,0.25,0.25]}}}}"
+    );
     let (ok, _, stderr) = atop(&[
         "import",
         "--config",
         FMNIST_CONFIG,
-        import_golden("resnet18_w4.pt").to_str().unwrap(),
+        import_golden(&format!("{name}.pt")).to_str().unwrap(),
         "--out",
         dir.to_str().unwrap(),
         "--set",
-        r#"classifier={architecture="resnet18",image_channels=3,num_classes=10,width=4,normalization={mean=[0.5,0.5,0.5],std=[0.25,0.25,0.25]}}"#,
+        &classifier,
         "--set",
         r#"purifier={kind="ae",image_channels=3,width=4}"#,
     ]);
-    assert!(ok, "{stderr}");
+    assert!(ok, "{name}: {stderr}");
     let path = dir.join("classifier.safetensors");
     let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
     let device = burn::tensor::Device::flex();
-    let classifier = artifact.classifier(&device, "imported").unwrap();
+    let model = artifact.classifier(&device, "imported").unwrap();
     let x = burn::tensor::Tensor::<4>::from_data(
         burn::tensor::TensorData::new(floats(&golden["images"]), [2, 3, 32, 32]),
         &device,
     );
-    let logits = classifier
+    let logits = model
         .forward(x)
         .unwrap()
         .into_data()
@@ -490,6 +496,18 @@ fn a_robustbench_layout_resnet18_imports_with_its_batch_norm_statistics() {
         .iter()
         .zip(floats(&golden["logits"]))
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-4, "logits differ from PyTorch's by {worst}");
+    assert!(
+        worst < 1e-4,
+        "{name}: logits differ from PyTorch's by {worst}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn robustbench_layout_resnet18_and_wide_resnet_import_with_their_batch_norm_statistics() {
+    imports_with_pytorchs_logits("resnet18_w4", r#"architecture="resnet18",width=4"#);
+    imports_with_pytorchs_logits(
+        "wrn10_1",
+        r#"architecture="wide-resnet",depth=10,widen_factor=1"#,
+    );
 }

@@ -79,6 +79,70 @@ class ResNet18(nn.Module):
         return self.linear(x.mean((2, 3)))
 
 
+class WideBlock(nn.Module):
+    """RobustBench's WideResNet BasicBlock (pre-activation, convShortcut)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.equal = cin == cout
+        if not self.equal:
+            self.convShortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = torch.relu(self.bn1(x))
+        out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
+        return out + (x if self.equal else self.convShortcut(pre))
+
+
+class NetworkBlock(nn.Module):
+    def __init__(self, n, cin, cout, stride):
+        super().__init__()
+        self.layer = nn.Sequential(*[WideBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)])
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class WideResNet(nn.Module):
+    """atop's `wide-resnet` at depth 10, widen factor 1 (28 and 10 in the paper's)."""
+
+    def __init__(self, depth=10, k=1, classes=10):
+        super().__init__()
+        n = (depth - 4) // 6
+        w = [16, 16 * k, 32 * k, 64 * k]
+        self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
+        self.block1 = NetworkBlock(n, w[0], w[1], 1)
+        self.block2 = NetworkBlock(n, w[1], w[2], 2)
+        self.block3 = NetworkBlock(n, w[2], w[3], 2)
+        self.bn1 = nn.BatchNorm2d(w[3])
+        self.fc = nn.Linear(w[3], classes)
+
+    def forward(self, x):
+        x = (x - 0.5) / 0.25
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.fc(torch.relu(self.bn1(x)).mean((2, 3)))
+
+
+def trained_golden(model, name, seed):
+    """Running statistics that are not the defaults, then eval-mode logits."""
+    torch.manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32))
+    model.eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = model(images)
+    torch.save(model.state_dict(), os.path.join(OUT, name + ".pt"))
+    with open(os.path.join(OUT, name + ".json"), "w") as f:
+        json.dump({"images": images.flatten().tolist(), "logits": logits.flatten().tolist()}, f)
+
+
 def resnet_golden():
     torch.manual_seed(11)
     model = ResNet18()
@@ -118,6 +182,8 @@ def main():
             f,
         )
     resnet_golden()
+    torch.manual_seed(13)
+    trained_golden(WideResNet(), "wrn10_1", 13)
     print("wrote", OUT)
 
 
