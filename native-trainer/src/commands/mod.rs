@@ -78,7 +78,7 @@ pub fn select_device(name: &str) -> Result<Device> {
         cuda if cuda.starts_with("cuda:") => {
             let index: usize = cuda[5..]
                 .parse()
-                .with_context(|| format!("--device {cuda}: bad GPU index"))?;
+                .map_err(|e| anyhow::anyhow!("--device {cuda}: bad GPU index: {e}"))?;
             Ok(Device::libtorch_cuda(index))
         }
         #[cfg(not(feature = "tch"))]
