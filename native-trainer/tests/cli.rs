@@ -349,53 +349,76 @@ fn import_golden(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// A golden file's list of numbers.
+fn golden_floats(name: &str, key: &str) -> Vec<f32> {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(import_golden(name)).unwrap()).unwrap();
+    golden[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// `atop import` of golden `file` into `out` with the `--set`s given, then
+/// the artifact's classifier on `images` of `shape`: the artifact and the
+/// largest difference of its logits from `expected` (PyTorch's).
+fn import_and_compare(
+    file: &str,
+    sets: &[&str],
+    out: &std::path::Path,
+    (images, shape): (Vec<f32>, [usize; 4]),
+    expected: &[f32],
+) -> (Artifact, f32) {
+    let weights = import_golden(file);
+    let mut args = vec![
+        "import",
+        "--config",
+        FMNIST_CONFIG,
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let (ok, stdout, stderr) = atop(&args);
+    assert!(ok && stdout.contains("imported"), "{file}: {stderr}");
+    let path = out.join("classifier.safetensors");
+    let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
+    let device = burn::tensor::Device::flex();
+    let classifier = artifact.classifier(&device, "imported").unwrap();
+    let x =
+        burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(images, shape), &device);
+    let logits = classifier
+        .forward(x)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let worst = logits
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (artifact, worst)
+}
+
 #[test]
 fn pytorch_weights_import_to_a_classifier_with_pytorchs_logits() {
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(import_golden("small_cnn.json")).unwrap())
-            .unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let (images, expected) = (floats(&golden["images"]), floats(&golden["logits"]));
+    let images = golden_floats("small_cnn.json", "images");
+    let expected = golden_floats("small_cnn.json", "logits");
     let dir = std::env::temp_dir().join(format!("atop-import-{}", std::process::id()));
     // A DataParallel .pt (keys under `module.`) and a plain .safetensors.
     for file in ["small_cnn.pt", "small_cnn.safetensors"] {
-        let out = dir.join(file);
-        let (ok, stdout, stderr) = atop(&[
-            "import",
-            "--config",
-            FMNIST_CONFIG,
-            import_golden(file).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--set",
-            "classifier.width=4",
-        ]);
-        assert!(ok && stdout.contains("imported"), "{file}: {stderr}");
-        let path = out.join("classifier.safetensors");
-        let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
-        assert_eq!(artifact.manifest.training["stage"], "import");
-        let device = burn::tensor::Device::flex();
-        let classifier = artifact.classifier(&device, "imported").unwrap();
-        let x = burn::tensor::Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(images.clone(), [3, 1, 28, 28]),
-            &device,
+        let (artifact, worst) = import_and_compare(
+            file,
+            &["classifier.width=4"],
+            &dir.join(file),
+            (images.clone(), [3, 1, 28, 28]),
+            &expected,
         );
-        let logits = classifier
-            .forward(x)
-            .unwrap()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let worst = logits
-            .iter()
-            .zip(&expected)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert_eq!(artifact.manifest.training["stage"], "import");
         assert!(
             worst < 1e-5,
             "{file}: logits differ from PyTorch's by {worst}"
@@ -450,52 +473,21 @@ fn pytorch_weights_import_to_a_classifier_with_pytorchs_logits() {
 /// (3x32x32 inputs normalised with mean 0.5, std 0.25) and checks the
 /// artifact's logits against PyTorch's.
 fn imports_with_pytorchs_logits(name: &str, classifier: &str) {
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(import_golden(&format!("{name}.json"))).unwrap(),
-    )
-    .unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
     let dir = std::env::temp_dir().join(format!("atop-import-{name}-{}", std::process::id()));
     let classifier = format!(
         "classifier={{{classifier},image_channels=3,num_classes=10,normalization={{mean=[0.5,0.5,0.5],std=[0.25,0.25,0.25]}}}}"
     );
-    let (ok, _, stderr) = atop(&[
-        "import",
-        "--config",
-        FMNIST_CONFIG,
-        import_golden(&format!("{name}.pt")).to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-        "--set",
-        &classifier,
-        "--set",
-        r#"purifier={kind="ae",image_channels=3,width=4}"#,
-    ]);
-    assert!(ok, "{name}: {stderr}");
-    let path = dir.join("classifier.safetensors");
-    let artifact = Artifact::from_bytes(&std::fs::read(&path).unwrap(), "imported").unwrap();
-    let device = burn::tensor::Device::flex();
-    let model = artifact.classifier(&device, "imported").unwrap();
-    let x = burn::tensor::Tensor::<4>::from_data(
-        burn::tensor::TensorData::new(floats(&golden["images"]), [2, 3, 32, 32]),
-        &device,
+    let json = format!("{name}.json");
+    let (_, worst) = import_and_compare(
+        &format!("{name}.pt"),
+        &[
+            &classifier,
+            r#"purifier={kind="ae",image_channels=3,width=4}"#,
+        ],
+        &dir,
+        (golden_floats(&json, "images"), [2, 3, 32, 32]),
+        &golden_floats(&json, "logits"),
     );
-    let logits = model
-        .forward(x)
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
-    let worst = logits
-        .iter()
-        .zip(floats(&golden["logits"]))
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(
         worst < 1e-4,
         "{name}: logits differ from PyTorch's by {worst}"

@@ -127,9 +127,11 @@ class WideResNet(nn.Module):
         return self.fc(torch.relu(self.bn1(x)).mean((2, 3)))
 
 
-def trained_golden(model, name, seed):
-    """Running statistics that are not the defaults, then eval-mode logits."""
+def trained_golden(make, name, seed):
+    """A model made after seeding, running statistics that are not the
+    defaults, then eval-mode logits on seeded images."""
     torch.manual_seed(seed)
+    model = make()
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -140,22 +142,6 @@ def trained_golden(model, name, seed):
         logits = model(images)
     torch.save(model.state_dict(), os.path.join(OUT, name + ".pt"))
     with open(os.path.join(OUT, name + ".json"), "w") as f:
-        json.dump({"images": images.flatten().tolist(), "logits": logits.flatten().tolist()}, f)
-
-
-def resnet_golden():
-    torch.manual_seed(11)
-    model = ResNet18()
-    model.train()
-    with torch.no_grad():  # running statistics that are not the defaults
-        for _ in range(3):
-            model(torch.rand(16, 3, 32, 32))
-    model.eval()
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        logits = model(images)
-    torch.save(model.state_dict(), os.path.join(OUT, "resnet18_w4.pt"))
-    with open(os.path.join(OUT, "resnet18_w4.json"), "w") as f:
         json.dump({"images": images.flatten().tolist(), "logits": logits.flatten().tolist()}, f)
 
 
@@ -181,9 +167,8 @@ def main():
             },
             f,
         )
-    resnet_golden()
-    torch.manual_seed(13)
-    trained_golden(WideResNet(), "wrn10_1", 13)
+    trained_golden(ResNet18, "resnet18_w4", 11)
+    trained_golden(WideResNet, "wrn10_1", 13)
     print("wrote", OUT)
 
 
