@@ -42,9 +42,8 @@ fn floats(bytes: &[u8], dtype: &str, name: &str) -> Result<Vec<f32>> {
     })
 }
 
-fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
-    let bytes = read_bounded(path, read_limits::MODEL_FILE, "weights")?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
+fn read_safetensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    let file = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
@@ -158,8 +157,11 @@ fn model_keys(
 pub fn run(args: &ImportArgs) -> Result<()> {
     let path = &args.weights;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    // Read once: the source's hash for the manifest, and the tensors of a
+    // .safetensors file (burn's PyTorch reader opens a .pt itself).
+    let source = read_bounded(path, read_limits::MODEL_FILE, "weights")?;
     let tensors = match ext {
-        "safetensors" => read_safetensors(path)?,
+        "safetensors" => read_safetensors(&source, path)?,
         "pt" | "pth" | "bin" => read_pytorch(path)?,
         _ => bail!(
             "{}: give a .safetensors file or a .pt/.pth PyTorch state dict",
@@ -179,7 +181,6 @@ pub fn run(args: &ImportArgs) -> Result<()> {
                     config
                 )
             })?;
-        let source = read_bounded(path, read_limits::MODEL_FILE, "weights")?;
         let manifest = Manifest {
             classifier: Some(config),
             training: serde_json::json!({
