@@ -57,14 +57,8 @@ fn quickstart(
         purifier_config: cfg.purifier.clone(),
         id: "quickstart".into(),
         sources: serde_json::json!({
-            "classifier": pipeline::input_source(
-                &classifier.artifact_path,
-                &crate::fsutil::read_artifact(&classifier.artifact_path)?,
-            ),
-            "purifier": pipeline::input_source(
-                &pretrained.artifact_path,
-                &crate::fsutil::read_artifact(&pretrained.artifact_path)?,
-            ),
+            "classifier": classifier.source,
+            "purifier": pretrained.source,
         }),
     };
     let finetuned = pipeline::finetune(&ctx, inputs)?;
@@ -167,6 +161,7 @@ fn shipped_purifier(
     Ok(pipeline::StageResult {
         model,
         artifact_path: path.to_path_buf(),
+        source: pipeline::input_source(path, &artifact),
         validation,
         warnings: Vec::new(),
     })

@@ -116,6 +116,9 @@ fn training_compute(
 pub struct StageResult<M> {
     pub model: M,
     pub artifact_path: PathBuf,
+    /// The artifact as a later stage's manifest records its input
+    /// ([`input_source`]: path and identities).
+    pub source: serde_json::Value,
     pub validation: Option<f64>,
     /// Training warnings (the discriminator's health).
     pub warnings: Vec<String>,
@@ -214,6 +217,7 @@ pub fn train_classifier(ctx: &StageContext) -> Result<StageResult<Classifier>> {
     let path = out.join("classifier.safetensors");
     write_artifact(&path, &artifact)?;
     Ok(StageResult {
+        source: input_source(&path, &artifact),
         model,
         artifact_path: path,
         validation: outcome.best_score,
@@ -282,6 +286,7 @@ pub fn pretrain(ctx: &StageContext) -> Result<StageResult<Purifier>> {
     let path = out.join("purifier-pretrained.safetensors");
     write_artifact(&path, &artifact)?;
     Ok(StageResult {
+        source: input_source(&path, &artifact),
         model: purifier,
         artifact_path: path,
         validation: outcome.best_score,
@@ -426,6 +431,7 @@ pub fn finetune(ctx: &StageContext, inputs: FinetuneInputs) -> Result<StageResul
     let path = out.join("atop.safetensors");
     write_artifact(&path, &artifact)?;
     Ok(StageResult {
+        source: input_source(&path, &artifact),
         model: purifier,
         artifact_path: path,
         validation: outcome.best_score,
