@@ -8,12 +8,12 @@
     t, mask = defense.transform(images) # the random transform: transformed image, mask (1 = hole)
     defense.purifier(t, mask)           # the purifier on one transformed image
 
-A classifier-only artifact loads as the classifier. Covered here: the small
-CNN classifier, the conv AE and identity purifiers, RT1/RT2/RT3 with
-per-sample or batch-shared masks, and the purify_size resize; the GAN
-inpainter, ResNet-18 and WRN-28-10 raise NotImplementedError naming the
-kind. Parity with atop is tested on golden files atop writes
-(python/tests).
+A classifier-only artifact loads as the classifier. Every model kind atop
+has is here: the small CNN, ResNet-18 and WideResNet classifiers (BatchNorm
+in eval mode, as atop runs them), the conv AE, the GAN inpainter (contextual
+attention included) and the identity purifier; RT1/RT2/RT3 with per-sample
+or batch-shared masks, and the purify_size resize. Parity with atop is
+tested on golden files atop writes (python/tests).
 """
 
 from .load import Defense, load, read_manifest

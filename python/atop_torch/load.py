@@ -26,7 +26,12 @@ def read_manifest(path):
 
 def _load(module, tensors, prefix, path):
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise ValueError(f"{path}: {prefix[:-1]} weights do not fit: {e}") from None
+    # atop keeps no BatchNorm batch counter (it only matters in training).
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"{path}: {prefix[:-1]} weights do not fit: missing {missing}, unexpected {unexpected}")
     return module

@@ -10,7 +10,7 @@ import torch
 import atop_torch
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
-CASES = ["ae-rt2", "ae-rt3", "ae-rt1-batch"]
+CASES = ["ae-rt2", "ae-rt3", "ae-rt1-batch", "gan-rt2", "resnet18-rt2", "wrn10-2-rt2"]
 
 
 def golden(name):
@@ -71,3 +71,31 @@ def test_foreign_files_are_refused(tmp_path):
     bad.write_bytes(bytes(64))
     with pytest.raises(ValueError, match="not an atop artifact"):
         atop_torch.load(bad)
+
+
+def _rewritten(tmp_path, edit):
+    """ae-rt2's artifact with its manifest edited by `edit`."""
+    from safetensors.torch import load_file, save_file
+
+    src = os.path.join(GOLDEN, "ae-rt2.safetensors")
+    manifest = atop_torch.read_manifest(src)
+    edit(manifest)
+    out = tmp_path / "edited.safetensors"
+    save_file(load_file(src), str(out), metadata={"atop": json.dumps(manifest)})
+    return out
+
+
+def test_weights_that_do_not_fit_the_manifest_are_named(tmp_path):
+    def wider(m):
+        m["purifier"]["width"] = 8
+
+    with pytest.raises(ValueError, match="edited.safetensors: purifier weights do not fit"):
+        atop_torch.load(_rewritten(tmp_path, wider))
+
+
+def test_unknown_kinds_are_named(tmp_path):
+    def unknown(m):
+        m["classifier"]["architecture"] = "vit"
+
+    with pytest.raises(ValueError, match="unknown classifier architecture `vit`"):
+        atop_torch.load(_rewritten(tmp_path, unknown))
