@@ -105,7 +105,10 @@ pub enum Command {
     ExportWeb(ExportWebArgs),
     /// PyTorch weights (.safetensors, or a .pt/.pth state dict read without
     /// executing pickle code) into a classifier artifact of the
-    /// configuration's architecture and normalization: `D/classifier.safetensors`.
+    /// configuration's architecture and normalization
+    /// (`D/classifier.safetensors`), or with `--model purifier` into a
+    /// purifier artifact (`D/purifier.safetensors`, e.g. a DeepFillv2
+    /// generator's weights).
     Import(ImportArgs),
     /// Rerun the stage that made an artifact (its recorded configuration,
     /// seeds, data and inputs) and compare the new weights with it.
@@ -122,6 +125,21 @@ pub struct ImportArgs {
     /// key has it).
     #[arg(long)]
     pub strip_prefix: Option<String>,
+    /// What the weights are: the configuration's `classifier` or its `purifier`.
+    #[arg(long, value_enum, default_value = "classifier")]
+    pub model: ImportedModel,
+    /// The entry of a .pt checkpoint that holds the state dict (DeepFillv2's
+    /// checkpoints keep the generator under `G`); by default `state_dict`
+    /// when there is one, else the whole file.
+    #[arg(long, value_name = "KEY")]
+    pub state_dict_key: Option<String>,
+}
+
+/// Which model `atop import` fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportedModel {
+    Classifier,
+    Purifier,
 }
 
 #[derive(Args)]

@@ -503,3 +503,58 @@ fn robustbench_layout_resnet18_and_wide_resnet_import_with_their_batch_norm_stat
         r#"architecture="wide-resnet",depth=10,widen_factor=1"#,
     );
 }
+
+#[test]
+fn a_deepfillv2_layout_generator_imports_as_a_gan_purifier_with_pytorchs_output() {
+    let dir = std::env::temp_dir().join(format!("atop-import-gan-{}", std::process::id()));
+    let weights = import_golden("gan_generator.pt");
+    let import = |key: &str| {
+        atop(&[
+            "import",
+            "--config",
+            FMNIST_CONFIG,
+            weights.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--model",
+            "purifier",
+            "--state-dict-key",
+            key,
+            "--set",
+            r#"purifier={kind="gan",image_channels=1,cnum=4}"#,
+        ])
+    };
+    let (ok, _, stderr) = import("generator");
+    assert!(
+        !ok && stderr.contains("no state dict under `generator`"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = import("G");
+    assert!(ok && stdout.contains("purifier.safetensors"), "{stderr}");
+    let bytes = std::fs::read(dir.join("purifier.safetensors")).unwrap();
+    let artifact = Artifact::from_bytes(&bytes, "imported").unwrap();
+    assert!(artifact.manifest.classifier.is_none() && artifact.manifest.transform.is_some());
+    let device = burn::tensor::Device::flex();
+    let purifier = artifact.purifier(&device, "imported").unwrap();
+    let tensor = |key| {
+        burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(golden_floats("gan_generator.json", key), [2, 1, 28, 28]),
+            &device,
+        )
+    };
+    let purified = purifier
+        .purify(tensor("image"), tensor("mask"))
+        .unwrap()
+        .image;
+    let purified = purified.into_data().try_to_vec::<f32>().unwrap();
+    let expected = golden_floats("gan_generator.json", "purified");
+    let worst = purified
+        .iter()
+        .zip(&expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst < 1e-4,
+        "the GAN's output differs from PyTorch's by {worst}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

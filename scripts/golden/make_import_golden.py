@@ -2,7 +2,9 @@
 """Golden files for `atop import`: a PyTorch small CNN (the architecture of
 atop's `small-cnn` classifier, width 4, 1x28x28, 10 classes), its state dict
 as a DataParallel-style .pt (keys under `module.`, a pickle atop reads
-without executing) and as .safetensors, and its logits on seeded images.
+without executing) and as .safetensors, and its logits on seeded images; ResNet-18 and WRN twins
+with trained BatchNorm statistics; a DeepFillv2-layout GAN generator
+checkpoint (needs `pip install ./python`).
 
     ~/.cache/atop-rs/torch-venv/bin/python scripts/golden/make_import_golden.py
 
@@ -116,6 +118,9 @@ class WideResNet(nn.Module):
         w = [16, 16 * k, 32 * k, 64 * k]
         self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
         self.block1 = NetworkBlock(n, w[0], w[1], 1)
+        # RobustBench's WideResNet builds this block and never calls it; its
+        # checkpoints carry the weights.
+        self.sub_block1 = NetworkBlock(n, w[0], w[1], 1)
         self.block2 = NetworkBlock(n, w[1], w[2], 2)
         self.block3 = NetworkBlock(n, w[2], w[3], 2)
         self.bn1 = nn.BatchNorm2d(w[3])
@@ -145,6 +150,44 @@ def trained_golden(make, name, seed):
         json.dump({"images": images.flatten().tolist(), "logits": logits.flatten().tolist()}, f)
 
 
+def gan_golden():
+    """A DeepFillv2-layout checkpoint: the generator's state dict under `G`
+    (atop_torch's inpainter, cnum 4, 1 channel: the public DeepFillv2's key
+    names), a discriminator tensor and a step count beside it, and the
+    generator's output on a seeded image and mask."""
+    import atop_torch.inpainter
+
+    torch.manual_seed(17)
+    cfg = {
+        "image_channels": 1,
+        "cnum": 4,
+        "coarse_dilations": [1, 2, 4, 8, 16, 1, 1],
+        "refine_dilations": [1, 2, 4, 8, 16],
+        "attention": {"softmax_scale": 10.0, "fuse": True},
+    }
+    g = atop_torch.inpainter.Inpainter(cfg).eval()
+    with torch.no_grad():  # biases away from PyTorch's init, so they are checked too
+        for name, p in g.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.2, 0.2)
+    gen = torch.Generator().manual_seed(19)
+    image = torch.rand(2, 1, 28, 28, generator=gen)
+    mask = (torch.rand(2, 1, 7, 7, generator=gen) < 0.25).float().repeat_interleave(4, 2).repeat_interleave(4, 3)
+    with torch.no_grad():
+        out = g(image * (1 - mask), mask)
+    state = {k: v.contiguous() for k, v in g.state_dict().items()}
+    torch.save({"G": state, "D": {"conv.weight": torch.zeros(2, 2)}, "n_iter": 7}, os.path.join(OUT, "gan_generator.pt"))
+    with open(os.path.join(OUT, "gan_generator.json"), "w") as f:
+        json.dump(
+            {
+                "image": (image * (1 - mask)).flatten().tolist(),
+                "mask": mask.flatten().tolist(),
+                "purified": out.flatten().tolist(),
+            },
+            f,
+        )
+
+
 def main():
     torch.manual_seed(2024)
     model = SmallCnn().eval()
@@ -169,6 +212,7 @@ def main():
         )
     trained_golden(ResNet18, "resnet18_w4", 11)
     trained_golden(WideResNet, "wrn10_1", 13)
+    gan_golden()
     print("wrote", OUT)
 
 

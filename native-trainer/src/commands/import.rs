@@ -1,22 +1,25 @@
-//! `atop import WEIGHTS --out A.safetensors`: PyTorch weights (a
-//! `.safetensors` file, or a `.pt`/`.pth` state dict read by burn's PyTorch
-//! reader, which parses the pickle without executing it) into an `atop`
-//! classifier artifact of the run configuration's architecture and input
-//! normalization, in the PyTorch key layout atop's artifacts use
-//! (RobustBench's for ResNet-18 and WRN-28-10). Missing, unexpected and
-//! mis-shaped keys are errors that name them.
+//! `atop import WEIGHTS --out D`: PyTorch weights (a `.safetensors` file, or
+//! a `.pt`/`.pth` state dict read by burn's PyTorch reader, which parses the
+//! pickle without executing it) into an `atop` classifier artifact of the run
+//! configuration's architecture and input normalization, in the PyTorch key
+//! layout atop's artifacts use (RobustBench's for ResNet-18 and WRN-28-10),
+//! or with `--model purifier` into a purifier artifact of the configuration's
+//! purifier and transform (the GAN inpainter's names are the public PyTorch
+//! DeepFillv2's). Missing, unexpected and mis-shaped keys are errors that
+//! name them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use atop::artifact::{Artifact, Manifest, sha256_hex};
+use atop::model::ClassifierConfig;
 use atop::params::import_params;
 use burn::tensor::{Device, TensorData};
 use pytorch_reader::{DType, PickleValue, PytorchReader};
 
 use super::{command_line, with_run};
-use crate::cli::ImportArgs;
+use crate::cli::{ImportArgs, ImportedModel};
 use crate::fsutil::{read_bounded, read_limits, write_artifact};
 
 /// f32 values from little- or native-endian bytes of a float dtype.
@@ -85,7 +88,7 @@ fn foreign_object(value: &PickleValue, at: &str) -> Option<(String, String)> {
     }
 }
 
-fn read_pytorch(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+fn read_pytorch(path: &Path, key: Option<&str>) -> Result<BTreeMap<String, TensorData>> {
     // The pickle is parsed, never run; an object that is not a tensor (what
     // a malicious pickle uses to run code) is refused by name.
     let tree = PytorchReader::read_pickle_data(path, None)
@@ -97,9 +100,13 @@ fn read_pytorch(path: &Path) -> Result<BTreeMap<String, TensorData>> {
             path.display()
         );
     }
-    let reader = PytorchReader::with_top_level_key(path, "state_dict")
-        .or_else(|_| PytorchReader::new(path))
-        .map_err(|e| anyhow::anyhow!("{}: not a PyTorch state dict: {e}", path.display()))?;
+    let reader = match key {
+        Some(key) => PytorchReader::with_top_level_key(path, key)
+            .map_err(|e| anyhow::anyhow!("{}: no state dict under `{key}`: {e}", path.display()))?,
+        None => PytorchReader::with_top_level_key(path, "state_dict")
+            .or_else(|_| PytorchReader::new(path))
+            .map_err(|e| anyhow::anyhow!("{}: not a PyTorch state dict: {e}", path.display()))?,
+    };
     let total: usize = reader.tensors().values().map(|t| t.byte_len()).sum();
     if total as u64 > read_limits::MODEL_FILE {
         bail!(
@@ -153,6 +160,29 @@ fn model_keys(
     }
 }
 
+/// RobustBench's WideResNet builds a `sub_block1` that its forward pass never
+/// calls, and its checkpoints carry that block's weights: dropped here
+/// (with a log line) instead of refused as unexpected.
+fn without_unused_blocks<'a>(
+    config: &ClassifierConfig,
+    tensors: &'a BTreeMap<String, TensorData>,
+) -> std::borrow::Cow<'a, BTreeMap<String, TensorData>> {
+    let unused = |k: &String| k.starts_with("sub_block1.");
+    if !matches!(config, ClassifierConfig::WideResnet(_)) || !tensors.keys().any(unused) {
+        return std::borrow::Cow::Borrowed(tensors);
+    }
+    let kept: BTreeMap<_, _> = tensors
+        .iter()
+        .filter(|(k, _)| !unused(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tracing::info!(
+        dropped = tensors.len() - kept.len(),
+        "RobustBench's unused WideResNet `sub_block1` weights are not imported"
+    );
+    std::borrow::Cow::Owned(kept)
+}
+
 /// `atop import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     let path = &args.weights;
@@ -161,8 +191,13 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     // .safetensors file (burn's PyTorch reader opens a .pt itself).
     let source = read_bounded(path, read_limits::MODEL_FILE, "weights")?;
     let tensors = match ext {
+        "safetensors" if args.state_dict_key.is_some() => bail!(
+            "{}: --state-dict-key reads a .pt checkpoint; a .safetensors file is one state dict \
+             (use --strip-prefix for a prefix its keys share)",
+            path.display()
+        ),
         "safetensors" => read_safetensors(&source, path)?,
-        "pt" | "pth" | "bin" => read_pytorch(path)?,
+        "pt" | "pth" | "bin" => read_pytorch(path, args.state_dict_key.as_deref())?,
         _ => bail!(
             "{}: give a .safetensors file or a .pt/.pth PyTorch state dict",
             path.display()
@@ -171,18 +206,7 @@ pub fn run(args: &ImportArgs) -> Result<()> {
     let tensors = model_keys(tensors, args.strip_prefix.as_deref());
     let command = command_line();
     with_run(&args.run, |cfg, _| {
-        let config = cfg.classifier.clone();
-        let device = Device::flex();
-        let model = import_params(config.init(&device)?, &tensors, config.torch_renames())
-            .with_context(|| {
-                format!(
-                    "{}: the weights do not fit classifier {:?} of the configuration",
-                    path.display(),
-                    config
-                )
-            })?;
-        let manifest = Manifest {
-            classifier: Some(config),
+        let mut manifest = Manifest {
             training: serde_json::json!({
                 "stage": "import",
                 "command": command,
@@ -191,8 +215,40 @@ pub fn run(args: &ImportArgs) -> Result<()> {
             }),
             ..Manifest::default()
         };
-        let out = args.run.out().join("classifier.safetensors");
-        write_artifact(&out, &Artifact::new(manifest, Some(&model), None, None)?)?;
+        let device = Device::flex();
+        let does_not_fit = |what: &str, config: &dyn std::fmt::Debug| {
+            format!(
+                "{}: the weights do not fit {what} {config:?} of the configuration",
+                path.display()
+            )
+        };
+        let (artifact, name) = match args.model {
+            ImportedModel::Classifier => {
+                let config = cfg.classifier.clone();
+                let tensors = without_unused_blocks(&config, &tensors);
+                let model = import_params(config.init(&device)?, &tensors, config.torch_renames())
+                    .with_context(|| does_not_fit("classifier", &config))?;
+                manifest.classifier = Some(config);
+                (
+                    Artifact::new(manifest, Some(&model), None, None)?,
+                    "classifier",
+                )
+            }
+            ImportedModel::Purifier => {
+                let config = cfg.purifier.clone();
+                let model = import_params(config.init(&device)?, &tensors, &[])
+                    .with_context(|| does_not_fit("purifier", &config))?;
+                manifest.purifier = Some(config);
+                manifest.transform = Some(cfg.transform.clone());
+                manifest.purify_size = cfg.data.purify_size;
+                (
+                    Artifact::new(manifest, None, Some(&model), None)?,
+                    "purifier",
+                )
+            }
+        };
+        let out = args.run.out().join(format!("{name}.safetensors"));
+        write_artifact(&out, &artifact)?;
         crate::stdout::print(&format!(
             "imported {} -> {}\n",
             path.display(),
