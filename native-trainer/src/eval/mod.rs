@@ -159,7 +159,13 @@ fn row(
         restarts: attack.map_or(0, |a| a.restarts),
         step_size: attack.and_then(EvalAttack::effective_step_size),
         loss: attack.map_or("-".into(), |a| a.loss_name().to_string()),
-        selection: attack.map_or(String::new(), |a| probe::selection_of(a).to_string()),
+        selection: attack.map_or(String::new(), |a| {
+            // What the attack saw: the defense's random transform, unless it
+            // attacked the bare classifier or one frozen draw.
+            let randomized = kind == RowKind::Defense
+                && matches!(a.mode, GradientMode::Full | GradientMode::Bpda);
+            probe::selection_of(a, randomized).to_string()
+        }),
         mode: attack.map_or("-".into(), |a| {
             if a.attack.uses_gradients() {
                 a.mode.name().to_string()

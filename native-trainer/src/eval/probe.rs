@@ -101,18 +101,20 @@ fn protocol_row<'r>(rows: &'r [EvalRow], model: &str, attack: &EvalAttack) -> Op
             && r.steps == attack.steps
             && r.eot == attack.eot
             && r.step_size == attack.effective_step_size()
-            && r.selection.as_str() == selection_of(attack)
+            && r.selection.as_str() == selection_of(attack, true)
     })
 }
 
 /// The iterate selection a row of `attack` names (empty where the attack
-/// keeps its last iterate).
-pub fn selection_of(attack: &EvalAttack) -> &'static str {
+/// keeps its last iterate): the one that ran, which is first-fooled against
+/// a deterministic target whatever the protocol asks
+/// (`IterateSelection::against`).
+pub fn selection_of(attack: &EvalAttack, randomized_target: bool) -> &'static str {
     match attack.attack {
         EvalAttackKind::ApgdCe
         | EvalAttackKind::ApgdDlr
         | EvalAttackKind::ApgdT
-        | EvalAttackKind::Autoattack => attack.selection.name(),
+        | EvalAttackKind::Autoattack => attack.selection.against(randomized_target).name(),
         _ => "",
     }
 }

@@ -226,7 +226,9 @@ pub fn attack_label(r: &crate::eval::EvalRow) -> String {
     match r.selection.as_str() {
         "" => r.attack.clone(),
         "first-fooled"
-            if r.kind == crate::eval::RowKind::Defense && r.attack.starts_with("autoattack") =>
+            if r.kind == crate::eval::RowKind::Defense
+                && r.attack.starts_with("autoattack")
+                && (r.mode == "full" || r.mode == "bpda") =>
         {
             format!(
                 "{} (single-draw selection: overstates a randomized defense)",

@@ -431,7 +431,7 @@ pub fn apgd<T: AttackTarget + ?Sized>(
     check_labels(labels, x.dims())?;
     let x = x.detach();
     let loss = cfg.loss.into();
-    if cfg.selection == IterateSelection::BestLoss {
+    if cfg.selection.against(target.is_randomized()) == IterateSelection::BestLoss {
         let y = int_tensor(labels, &x.device());
         return best_loss_over_rounds(&x, cfg.restarts, rng, |_, rng| {
             let mut run = ApgdRun::start_with(target, &x, &y, None, loss, cfg, rng)?;
@@ -476,7 +476,7 @@ pub fn apgd_targeted<T: AttackTarget + ?Sized>(
     // ranked[i][r]: the class ranked r-th for point i (0 = top).
     let ranked = to_i64(order.reshape([n * k]), "target ranking")?;
     let rounds = targets_count * cfg.restarts;
-    if cfg.selection == IterateSelection::BestLoss {
+    if cfg.selection.against(target.is_randomized()) == IterateSelection::BestLoss {
         let all: Vec<usize> = (0..n).collect();
         let y = int_tensor(labels, &x.device());
         return best_loss_over_rounds(&x, rounds, rng, |round, rng| {

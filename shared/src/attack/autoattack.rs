@@ -181,7 +181,7 @@ pub fn autoattack<T: AttackTarget + ?Sized>(
         .into_iter()
         .map(|w| !w)
         .collect();
-    if cfg.selection == IterateSelection::BestLoss {
+    if cfg.selection.against(target.is_randomized()) == IterateSelection::BestLoss {
         return autoattack_best_loss(target, x, labels, cfg, clean_robust, rng);
     }
     let mut robust = clean_robust.clone();

@@ -169,6 +169,15 @@ pub enum IterateSelection {
 }
 
 impl IterateSelection {
+    /// The rule that runs against a target: best-loss only where the target
+    /// is randomized. On a deterministic one a single pass decides exactly,
+    /// and first-fooled keeps every point that any restart or component
+    /// fooled (best-loss would keep one iterate per point and can lose a
+    /// fooling one: 1 point in 128 on the PGD-AT classifier).
+    pub fn against(self, randomized: bool) -> Self {
+        if randomized { self } else { Self::FirstFooled }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::FirstFooled => "first-fooled",

@@ -53,7 +53,7 @@ impl AttackTarget for Toy {
     }
 
     fn is_randomized(&self) -> bool {
-        true
+        self.value_noise > 0.0 || self.gradient_noise > 0.0
     }
 }
 
@@ -213,5 +213,48 @@ fn best_loss_autoattack_differs_from_the_official_single_draw_choice() {
     assert!(
         best < official - 0.04,
         "best-loss {best} vs official {official}"
+    );
+}
+
+#[test]
+fn a_deterministic_target_gets_the_first_fooled_rule_whatever_the_protocol_asks() {
+    // Without noise one pass decides exactly, and first-fooled keeps every
+    // point any component fooled; best-loss is asked for and not run.
+    let (x, y) = centre(16);
+    let target = Toy {
+        plateau: 0.0,
+        slope: 0.0,
+        linear: 0.3125,
+        offset: -0.3,
+        value_noise: 0.0,
+        gradient_noise: 0.0,
+    };
+    let run = |selection| {
+        let cfg = AutoAttackConfig {
+            norm: Norm::Linf,
+            eps: 0.1,
+            version: AutoAttackVersion::Rand,
+            steps: 10,
+            eot: 4,
+            selection,
+            ..AutoAttackConfig::default()
+        };
+        values(
+            autoattack(&target, x.clone(), &y, &cfg, &mut seeded(5))
+                .unwrap()
+                .adversarial,
+        )
+    };
+    assert_eq!(
+        run(IterateSelection::BestLoss),
+        run(IterateSelection::FirstFooled)
+    );
+    assert_eq!(
+        IterateSelection::BestLoss.against(false),
+        IterateSelection::FirstFooled
+    );
+    assert_eq!(
+        IterateSelection::BestLoss.against(true),
+        IterateSelection::BestLoss
     );
 }
