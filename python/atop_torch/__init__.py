@@ -8,7 +8,9 @@
     t, mask = defense.transform(images) # the random transform: transformed image, mask (1 = hole)
     defense.purifier(t, mask)           # the purifier on one transformed image
 
-A classifier-only artifact loads as the classifier. Every model kind atop
+A classifier-only artifact loads as the classifier, a purifier-only one (a
+pre-trained purifier) as a Defense without classifier whose call returns
+the purified image. Every model kind atop
 has is here: the small CNN, ResNet-18 and WideResNet classifiers (BatchNorm
 in eval mode, as atop runs them), the conv AE, the GAN inpainter (contextual
 attention included) and the identity purifier; RT1/RT2/RT3 with per-sample

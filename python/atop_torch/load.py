@@ -74,7 +74,8 @@ class Defense(nn.Module):
         return rt.apply(_resize(x, h, w), masks, noises)[0], masks[0]
 
     def forward_with(self, x, masks, noises):
-        """Logits, purified image and per-pass transformed images for a given draw."""
+        """Logits (None for a purifier-only artifact), purified image and
+        per-pass transformed images for a given draw."""
         h, w = x.shape[2], x.shape[3]
         ph, pw = self._purify_dims(x)
         transformed = rt.apply(_resize(x, ph, pw), masks, noises)
@@ -84,22 +85,31 @@ class Defense(nn.Module):
         else:
             purified = parts[0]
         purified = _resize(purified, h, w)
-        return self.classifier(purified), purified, transformed
+        logits = None if self.classifier is None else self.classifier(purified)
+        return logits, purified, transformed
 
     def forward(self, x, generator=None):
+        """The logits through a fresh draw; for a purifier-only artifact, the
+        purified image."""
         masks, noises = self.draw(x, generator)
-        return self.forward_with(x, masks, noises)[0]
+        logits, purified, _ = self.forward_with(x, masks, noises)
+        return purified if logits is None else logits
 
 
 def load(path, device="cpu"):
-    """The artifact's defense as a module (its classifier alone for a
-    classifier-only artifact), in eval mode on `device`."""
+    """The artifact as a module in eval mode on `device`: a defense; its
+    classifier alone for a classifier-only artifact; for a purifier-only
+    artifact (a pre-trained purifier) a Defense without classifier, whose
+    call returns the purified image."""
     manifest = read_manifest(path)
     tensors = load_file(str(path))
-    if manifest.get("classifier") is None:
-        raise ValueError(f"{path}: holds no classifier")
-    classifier = _load(models.classifier(manifest["classifier"]), tensors, "classifier.", path)
-    if manifest.get("purifier") is None or manifest.get("transform") is None:
-        return classifier.to(device).eval()
+    has_purifier = manifest.get("purifier") is not None and manifest.get("transform") is not None
+    if manifest.get("classifier") is None and not has_purifier:
+        raise ValueError(f"{path}: holds neither a classifier nor a purifier with its transform")
+    classifier = None
+    if manifest.get("classifier") is not None:
+        classifier = _load(models.classifier(manifest["classifier"]), tensors, "classifier.", path)
+        if not has_purifier:
+            return classifier.to(device).eval()
     purifier = _load(models.purifier(manifest["purifier"]), tensors, "purifier.", path)
     return Defense(manifest, classifier, purifier).to(device).eval()

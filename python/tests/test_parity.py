@@ -73,16 +73,37 @@ def test_foreign_files_are_refused(tmp_path):
         atop_torch.load(bad)
 
 
-def _rewritten(tmp_path, edit):
-    """ae-rt2's artifact with its manifest edited by `edit`."""
+def _rewritten(tmp_path, edit, keep=lambda name: True):
+    """ae-rt2's artifact with its manifest edited by `edit` and only the
+    tensors `keep` accepts."""
     from safetensors.torch import load_file, save_file
 
     src = os.path.join(GOLDEN, "ae-rt2.safetensors")
     manifest = atop_torch.read_manifest(src)
     edit(manifest)
     out = tmp_path / "edited.safetensors"
-    save_file(load_file(src), str(out), metadata={"atop": json.dumps(manifest)})
+    tensors = {k: v for k, v in load_file(src).items() if keep(k)}
+    save_file(tensors, str(out), metadata={"atop": json.dumps(manifest)})
     return out
+
+
+def test_a_purifier_only_artifact_loads_as_the_purification(tmp_path):
+    def no_classifier(m):
+        m["classifier"] = None
+
+    path = _rewritten(tmp_path, no_classifier, keep=lambda k: k.startswith("purifier."))
+    g = golden("ae-rt2")
+    purification = atop_torch.load(path)
+    x = tensor(g["x"], g["shape"])
+    n, c, h, w = g["shape"]
+    masks = [tensor(p["mask"], (n, 1, h, w)) for p in g["passes"]]
+    noises = [None if p["noise"] is None else tensor(p["noise"], g["shape"]) for p in g["passes"]]
+    with torch.no_grad():
+        logits, purified, _ = purification.forward_with(x, masks, noises)
+        fresh = purification(x, generator=torch.Generator().manual_seed(0))
+    assert logits is None and purification.classifier is None
+    assert torch.allclose(purified, tensor(g["purified"], g["shape"]), atol=1e-5)
+    assert fresh.shape == x.shape
 
 
 def test_weights_that_do_not_fit_the_manifest_are_named(tmp_path):
