@@ -3,6 +3,9 @@
 
     scripts/attack-study-table.py OUT.svg runs/attack-study/NAME [more study dirs...]
 
+(StAdv's configurations are a different threat, flow bounded by 0.05: their
+own curve, never compared with the L-inf ones.)
+
 Each study directory holds one `atop eval` per attack configuration
 (scripts/attack-study.sh). Per configuration and model (bare classifier,
 defense): expected accuracy (mean over draws), every draw, majority; the
@@ -11,7 +14,8 @@ first-fooled compositions an upper bound, since later attacks see only
 the points still robust) and in wall seconds (the whole `atop eval`: the
 attack on the classifier and the defense, and the clean rows). Prints a
 markdown table sorted by cost and draws accuracy against gradient
-evaluations, one curve per attack family.
+evaluations, one curve per attack family. Wall seconds compare only rows
+of the same backend (the last column).
 """
 import json
 import os
@@ -29,9 +33,11 @@ def gradient_evaluations(row, points):
 
 
 def family(name):
-    for prefix in ("pgd200", "pgd50", "apgd-ce", "apgd-dlr", "aa-rand"):
+    for prefix in ("pgd500", "pgd200", "pgd50", "apgd-ce", "apgd-dlr", "aa-rand"):
         if name.startswith(prefix):
             return prefix
+    if name.startswith("stadv"):
+        return "stadv (flow 0.05)"
     return name
 
 
@@ -56,6 +62,7 @@ def load(study):
                     "row": row,
                     "grads": gradient_evaluations(row, points),
                     "seconds": report["elapsed_seconds"],
+                    "backend": "LibTorch CPU" if "--device cpu" in report.get("command", "") else "flex",
                 }
             )
     return out
@@ -65,19 +72,22 @@ def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     entries = [e for study in sys.argv[2:] for e in load(study)]
-    print("| study | model | configuration | step | loss | EOT | selection | accuracy (mean) | every draw | majority | gradient evaluations | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| study | model | configuration | step | loss | EOT | selection | accuracy (mean) | every draw | majority | gradient evaluations | wall s | backend |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for e in sorted(entries, key=lambda e: (e["study"], e["model"], e["grads"], e["config"])):
         r = e["row"]
         step = "adaptive" if r.get("step_size") is None else f"{r['step_size']:.4f}"
         print(
             f"| {e['study']} | {e['model']} | {e['config']} | {step} | {r.get('loss', '-')} | {r['eot']} "
             f"| {r.get('selection') or '-'} | **{100 * r['accuracy_mean']:.1f}** | {100 * r['accuracy_every_draw']:.1f} "
-            f"| {100 * r['accuracy_majority']:.1f} | {e['grads']:,} | {e['seconds']:.0f} |"
+            f"| {100 * r['accuracy_majority']:.1f} | {e['grads']:,} | {e['seconds']:.0f} | {e['backend']} |"
         )
+    # The defense's rows; a study of a bare classifier (no defense rows)
+    # plots the classifier's.
+    with_defense = {e["study"] for e in entries if e["row"]["kind"] == "defense"}
     series = {}
     for e in entries:
-        if e["row"]["kind"] != "defense":
+        if e["row"]["kind"] != ("defense" if e["study"] in with_defense else "classifier"):
             continue
         key = f"{e['study']}: {family(e['config'])}"
         series.setdefault(key, []).append((e["grads"], 100 * e["row"]["accuracy_mean"]))
