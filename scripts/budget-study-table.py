@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """The AToP budget study's table and plot (standard library only).
 
-    scripts/budget-study-table.py OUT.svg runs/budget RUN [RUN...] [--baseline NAME=CLASSIFIER_DIR ...]
+    scripts/budget-study-table.py OUT.svg runs/budget RUN [RUN...] [--baseline CLASSIFIER ...]
 
 For each AToP run (runs/budget/RUN, scripts/budget-study.sh): per scored
 epoch, the defense's clean and PGD-50 EOT 5 expected accuracy on VALIDATION
 data (every draw and majority beside), its training compute (optimiser
 steps, the training attack's gradient evaluations, wall seconds: from the
 epoch artifact's manifest) and the per-epoch validation score under the
-training attack (metrics.jsonl). Baselines: adversarially trained
-classifiers' per-epoch validation robust accuracy under their own training
-attack and their compute (steps x batch x attack steps). Prints markdown
+training attack (metrics.jsonl). A baseline CLASSIFIER (runs/budget/CLASSIFIER,
+an adversarially trained classifier): its per-epoch validation robust
+accuracy under its own training attack (metrics.jsonl) at its cumulative
+compute (the manifest's, spread evenly over the epochs), and its final
+clean and PGD-50 figures on the same validation points as the AToP runs
+(the classifier rows of runs/budget/pretrained-CLASSIFIER, written by
+`scripts/budget-study.sh ... eval-pretrained:CLASSIFIER`). Prints markdown
 and draws robust accuracy against attack gradient evaluations.
 """
 import json
@@ -50,11 +54,36 @@ def fmt(r):
     return f"**{100 * r['accuracy_mean']:.1f}** / {100 * r['accuracy_every_draw']:.1f} / {100 * r['accuracy_majority']:.1f}"
 
 
+def baseline_series(root, name):
+    """A classifier's validation curve under its training attack and its
+    final PGD-50 point, against cumulative training compute."""
+    run_dir = os.path.join(root, name)
+    m = manifest(os.path.join(run_dir, "classifier.safetensors"))
+    c = m["training"]["compute"]
+    epochs = m["training"]["config"]["train_classifier"]["epochs"]
+    scores = validation_scores(run_dir)
+    per_epoch = c["attack_gradient_evaluations"] / epochs
+    curve = [(per_epoch * (e + 1), 100 * v) for e, v in sorted(scores.items())]
+    out = [(f"{name}: validation under its training attack", curve, None, True)]
+    rp = os.path.join(root, f"pretrained-{name}", "report.json")
+    if os.path.exists(rp):
+        report = json.load(open(rp))
+        clean, pgd = row(report, "classifier", "clean"), row(report, "classifier", "pgd")
+        print(
+            f"| {name} (baseline) | {epochs - 1} | {c['optimizer_steps']} | {c['attack_gradient_evaluations']:,} | {c['wall_seconds']:.0f} "
+            f"| {100 * curve[-1][1] / 100:.1f} | {fmt(clean)} | {fmt(pgd)} |"
+        )
+        out.append((f"{name}: PGD-50", [(c["attack_gradient_evaluations"], 100 * pgd["accuracy_mean"])], None, False))
+    return out
+
+
 def main():
     args = sys.argv[1:]
     if len(args) < 3:
         raise SystemExit(__doc__)
-    out, root, runs = args[0], args[1], [a for a in args[2:] if not a.startswith("--")]
+    out, root = args[0], args[1]
+    baselines = [args[i + 1] for i, a in enumerate(args) if a == "--baseline" and i + 1 < len(args)]
+    runs = [a for i, a in enumerate(args[2:], 2) if not a.startswith("--") and args[i - 1] != "--baseline"]
     print("| run | epoch | optimiser steps | attack gradient evaluations | wall s | validation, training attack (512 points) | clean | PGD-50 EOT 5 |")
     print("|---|---|---|---|---|---|---|---|")
     series = []
@@ -81,6 +110,8 @@ def main():
         if pts:
             series.append((f"{run}: PGD-50 EOT 5", [(x, y) for x, y, _ in pts], None, False))
             series.append((f"{run}: clean", [(x, c) for x, _, c in pts], None, True))
+    for name in baselines:
+        series.extend(baseline_series(root, name))
     svgplot.chart(
         out,
         "AToP budget study (validation): accuracy against training compute",

@@ -10,9 +10,10 @@
 # once its result exists, so the same command continues an interrupted study:
 #   classifier       the quickstart's classifier (configs/fmnist.toml)
 #   at-classifier    the PGD-AT baseline (configs/fmnist-at.toml)
+#   trades-classifier  the TRADES baseline (the same, adversarial = "trades")
 #   RUN              an AToP run named below (OUT_DIR/RUN/)
 #   eval-pretrained:C  score the shipped pre-trained AE, not fine-tuned, in front
-#                    of classifier C (classifier or at-classifier): the budget's zero
+#                    of classifier C (classifier, at-classifier or trades-classifier): the budget's zero
 #   eval:RUN         score RUN's epoch defenses (the first, every EVAL_EVERY-th
 #                    and, once RUN has finished, the last), while RUN runs too
 #
@@ -40,6 +41,7 @@ run_settings() {
     lr1e-4-2500) echo "classifier --set finetune.epochs=10 --set finetune.lr=1e-4" ;;
     hybrid-at-2500) echo "at-classifier --set finetune.epochs=10" ;;
     hybrid-at-10k) echo "at-classifier --set finetune.epochs=40" ;;
+    hybrid-trades-2500) echo "trades-classifier --set finetune.epochs=10" ;;
     *) echo "unknown run $1" >&2; return 1 ;;
   esac
 }
@@ -56,6 +58,11 @@ for step in "$@"; do
       [ -f "$out/at-classifier/classifier.safetensors" ] && { log "at-classifier: done"; continue; }
       log "at-classifier"
       "$atop" train-classifier "${flags[@]}" --config configs/fmnist-at.toml --out "$out/at-classifier" --resume ;;
+    trades-classifier)
+      [ -f "$out/trades-classifier/classifier.safetensors" ] && { log "trades-classifier: done"; continue; }
+      log "trades-classifier"
+      "$atop" train-classifier "${flags[@]}" --config configs/fmnist-at.toml \
+        --set train_classifier.adversarial=trades --out "$out/trades-classifier" --resume ;;
     eval-pretrained:*)
       c=${step#eval-pretrained:}
       dir=$out/pretrained-$c
