@@ -409,8 +409,27 @@ def main():
         """One signed-gradient step at ε 8/255 through `model`, timed."""
         rows.append(timed(name, b, lambda: fgsm(model, x, 8 / 255), args.repeats))
 
+    def eot20_rows(kind, defense):
+        """One PGD step with the gradient averaged over 20 transform draws:
+        looped (20 passes of the batch, torchattacks' EOTPGD) and batched
+        (one pass of the batch repeated 20 times)."""
+        def looped():
+            xa = x.clone().requires_grad_(True)
+            grad = sum(torch.autograd.grad(F.cross_entropy(defense(xa), y), xa)[0] for _ in range(20))
+            return (x + 8 / 255 * grad.sign()).clamp(0, 1)
+
+        def batched():
+            xa = x.clone().requires_grad_(True)
+            logits = defense(xa.repeat(20, 1, 1, 1))
+            grad, = torch.autograd.grad(F.cross_entropy(logits, y.repeat(20), reduction="sum"), xa)
+            return (x + 8 / 255 * grad.sign()).clamp(0, 1)
+        repeats = min(args.repeats, 5)
+        rows.append(timed(f"PGD step (defense, {kind}, EOT 20)", b, looped, repeats))
+        rows.append(timed(f"PGD step (defense, {kind}, EOT 20, batched)", b, batched, repeats))
+
     pgd_step_row("PGD step (classifier)", f)
     pgd_step_row("PGD step (defense, GAN, EOT 1)", gan_defense)
+    eot20_rows("GAN", gan_defense)
 
     # The quickstart's own recipe: the conv AE (L1 alone, no discriminator),
     # fine-tuned against PGD-5 through the whole defense with λ 0.5.
@@ -443,6 +462,7 @@ def main():
     rows.append(timed("AToP finetune step (AE, PGD-5 on the defense)", b, ae_finetune_step, args.repeats))
 
     pgd_step_row("PGD step (defense, AE, EOT 1)", ae_defense)
+    eot20_rows("AE", ae_defense)
 
     # Whole attacks on the classifier: torchattacks, when installed (its
     # torchvision pin may want another torch: use a venv of its own).

@@ -409,6 +409,21 @@ impl<'a> Bench<'a> {
         self.time(&name, 1, self.repeats, || {
             pgd(&target, x.clone(), &labels, &one_step, &mut rng)?;
             Ok(())
+        })?;
+        // The paper's EOT: 20 transform draws per gradient, chunked to the
+        // EOT memory bound (the twin script times torchattacks' looped EOT
+        // and a batched one).
+        let eot20 = PgdConfig {
+            eot: 20,
+            ..one_step
+        };
+        let name = format!(
+            "PGD step (defense, {}, EOT 20)",
+            purifier_kind(&self.cfg.purifier)
+        );
+        self.time(&name, 1, self.repeats.min(5), || {
+            pgd(&target, x.clone(), &labels, &eot20, &mut rng)?;
+            Ok(())
         })
     }
 
