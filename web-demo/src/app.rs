@@ -22,6 +22,7 @@ use crate::dom::{
 };
 use crate::pixels::rgba_to_input;
 use crate::run;
+use crate::scorecard;
 use crate::state::{App, Loaded, Shared};
 
 /// The artifact shipped with the demo (made by scripts/make-demo-artifact.sh).
@@ -289,6 +290,10 @@ fn wire_events(app: &Shared) -> Result<(), String> {
     let a = app.clone();
     on::<Event>("run-attack", "click", move |_| {
         spawn_local(run::run_attack(a.clone()));
+    })?;
+    let a = app.clone();
+    on::<Event>("run-scorecard", "click", move |_| {
+        spawn_local(scorecard::run_scorecard(a.clone()));
     })?;
     on_async(app, "image", "change", |a| async move {
         run::show_clean(&a).await.map(|_| ())

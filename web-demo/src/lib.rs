@@ -18,4 +18,6 @@ mod dom;
 #[cfg(target_arch = "wasm32")]
 mod run;
 #[cfg(target_arch = "wasm32")]
+mod scorecard;
+#[cfg(target_arch = "wasm32")]
 mod state;

@@ -16,7 +16,7 @@ use crate::pixels::{perturbation_rgba, to_rgba, transformed_rgba};
 use crate::state::{Shared, set_busy};
 
 /// Reads a tensor back without blocking (WebGPU cannot block in a browser).
-async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+pub(crate) async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     t.into_data_async()
         .await
         .map_err(|e| format!("cannot read a result back from the device: {e:?}"))?
@@ -28,7 +28,7 @@ async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
 /// The models for `attack`: APGD's step-size rule reads losses back every
 /// iteration, which only a CPU backend can do synchronously, so under WebGPU
 /// APGD runs on the CPU copy of the models.
-fn models_for(app: &Shared, attack: DemoAttack) -> Result<(DemoModels, bool), String> {
+pub(crate) fn models_for(app: &Shared, attack: DemoAttack) -> Result<(DemoModels, bool), String> {
     let mut state = app.borrow_mut();
     let webgpu = state.webgpu;
     let loaded = state.loaded.as_mut().ok_or("no artifact is loaded")?;

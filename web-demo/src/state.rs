@@ -39,10 +39,12 @@ pub struct App {
 
 pub type Shared = Rc<RefCell<App>>;
 
-/// Enables or disables the attack button while an attack runs.
+/// Enables or disables the attack and scorecard buttons while one runs.
 pub fn set_busy(app: &Shared, busy: bool) {
     app.borrow_mut().busy = busy;
-    if let Ok(button) = by_id::<HtmlButtonElement>("run-attack") {
-        button.set_disabled(busy);
+    for id in ["run-attack", "run-scorecard"] {
+        if let Ok(button) = by_id::<HtmlButtonElement>(id) {
+            button.set_disabled(busy);
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! browser can show progress and yield to the page between steps.
 
 pub mod permalink;
+pub mod scorecard;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -16,6 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 pub use permalink::{
     DemoAttack, DemoMode, ImageRef, LinkName, Norm, Permalink, PermalinkError, TransformKind,
 };
+pub use scorecard::{Scorecard, ScorecardRun};
 
 use crate::artifact::Artifact;
 use crate::attack::{
@@ -227,13 +229,22 @@ impl DemoAttackRun {
         label: i64,
         link: &Permalink,
     ) -> Result<Self> {
+        Self::start_batch(defense, image, &[label], link)
+    }
+
+    /// The same on a batch `[n, c, h, w]` with one label per image.
+    pub fn start_batch(
+        defense: &Defense,
+        image: Tensor<4>,
+        labels: &[i64],
+        link: &Permalink,
+    ) -> Result<Self> {
         let (mut rng, _) = streams(link.seed);
         let norm = link.norm;
-        let labels = [label];
         let pgd = |cfg: PgdConfig, rng: &mut AtopRng| -> Result<Stepper> {
             Ok(Stepper::Pgd(Box::new(PgdRun::start(
                 image.clone(),
-                &labels,
+                labels,
                 &cfg,
                 rng,
             )?)))
@@ -279,7 +290,7 @@ impl DemoAttackRun {
                 Stepper::Apgd(Box::new(ApgdRun::start(
                     target.as_ref(),
                     image.clone(),
-                    &labels,
+                    labels,
                     &cfg,
                     &mut rng,
                 )?))

@@ -127,3 +127,48 @@ fn an_uploaded_image_is_attacked_away_from_its_predicted_class() {
     // The permalink carries the pixels, so the upload replays from the link alone.
     assert_eq!(Permalink::from_query(&l.to_query()).unwrap(), l);
 }
+
+/// The scorecard's figures for `link` over every bundled image.
+fn scorecard(models: &DemoModels, link: &Permalink, draws: usize) -> demo::Scorecard {
+    let mut run = demo::ScorecardRun::start(models, link, draws).unwrap();
+    let mut steps = 0;
+    while !run.is_finished() {
+        run.step().unwrap();
+        steps += 1;
+    }
+    assert_eq!(steps, run.total_steps());
+    let (images, draws) = (run.images(), run.draws());
+    let counts = atop::host::ints(run.finish().unwrap(), "counts").unwrap();
+    demo::ScorecardRun::scorecard(images, draws, &counts).unwrap()
+}
+
+#[test]
+fn the_scorecard_counts_what_each_model_keeps_over_every_bundled_image() {
+    let (artifact, models) = models();
+    let sha = &artifact.manifest.payload_sha256;
+    // With eps 0 the attacks move nothing: kept = clean.
+    let still = Permalink {
+        eps: 0.0,
+        ..link(sha, DemoAttack::Pgd, DemoMode::Full)
+    };
+    let card = scorecard(&models, &still, 2);
+    assert_eq!(card.images, 40);
+    assert_eq!(card.classifier_kept, card.classifier_clean);
+    assert!((card.defense_kept - card.defense_clean).abs() < 1e-9);
+    assert!(card.classifier_clean >= 30, "{card:?}");
+    // PGD with full gradients: the bare classifier falls, the defense holds
+    // more (the bundled defense's documented behaviour), and a replay gives
+    // the same card.
+    let pgd = link(sha, DemoAttack::Pgd, DemoMode::Full);
+    let card = scorecard(&models, &pgd, 4);
+    assert!(card.classifier_kept < card.classifier_clean / 2, "{card:?}");
+    assert!(
+        card.defense_kept > card.classifier_kept as f64 + 5.0,
+        "{card:?}"
+    );
+    assert!(
+        card.defense_kept <= card.defense_clean + 1e-9 + 5.0,
+        "{card:?}"
+    );
+    assert_eq!(scorecard(&models, &pgd, 4), card);
+}
