@@ -10,27 +10,15 @@ indices) from Debian's Fashion-MNIST, runs torchattacks.EOTPGD through the
 whole defense (transform, purifier, classifier: full gradients, a fresh
 transform draw per forward pass), scores each adversarial image over
 `--draws` fresh draws, and prints the expected accuracy beside the report's
-own figure for the same attack row on the same points.
+own figure for its PGD row on the same points.
 """
 import argparse
-import gzip
-import json
 
-import numpy as np
 import torch
 import torchattacks
 
 import atop_torch
-
-FMNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def idx(path):
-    with gzip.open(path) as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+from atop_torch.points import atop_row_accuracy, expected_accuracy, report_points
 
 
 def main():
@@ -43,31 +31,20 @@ def main():
     p.add_argument("--eot", type=int, default=2)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--draws", type=int, default=10)
+    p.add_argument("--row-model", default="AToP", help="the report row's model name contains this")
     a = p.parse_args()
     torch.manual_seed(0)
     defense = atop_torch.load(a.artifact)
-    report = json.load(open(a.report))
-    indices = report["eval"]["indices"][: a.points]
-    images = idx(f"{FMNIST}/t10k-images-idx3-ubyte.gz")[indices]
-    labels = torch.tensor(idx(f"{FMNIST}/t10k-labels-idx1-ubyte.gz")[indices], dtype=torch.long)
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
+    x, labels, report = report_points(a.report, a.points)
     attack = torchattacks.EOTPGD(defense, eps=a.eps, alpha=a.alpha, steps=a.steps, eot_iter=a.eot)
     x_adv = attack(x, labels)
-
-    def expected(images):
-        with torch.no_grad():
-            right = [(defense(images).argmax(1) == labels).float() for _ in range(a.draws)]
-        return torch.stack(right).mean().item()
-
-    row = next(
-        r
-        for r in report["eval"]["rows"]
-        if r["kind"] == "defense" and r["attack"] == "pgd" and r["mode"] == "full" and "AToP" in r["model"]
-    )
-    atop_figure = sum(row["correct_counts"][: a.points]) / (a.points * row["draws"])
-    print(f"{a.points} points, L-inf {a.eps}: clean {100 * expected(x):.1f}%")
-    print(f"torchattacks EOT-PGD-{a.steps} (alpha {a.alpha}, EOT {a.eot}), {a.draws} draws: {100 * expected(x_adv):.1f}%")
-    print(f"atop's row `{row['model']} / pgd` on the same points ({row['draws']} draws): {100 * atop_figure:.1f}%")
+    clean = expected_accuracy(defense, x, labels, a.draws).mean().item()
+    robust = expected_accuracy(defense, x_adv, labels, a.draws).mean().item()
+    print(f"{len(labels)} points, L-inf {a.eps}: clean {100 * clean:.1f}%")
+    print(f"torchattacks EOT-PGD-{a.steps} (alpha {a.alpha}, EOT {a.eot}), {a.draws} draws: {100 * robust:.1f}%")
+    figure, row = atop_row_accuracy(report, "pgd", len(labels), a.row_model)
+    if row is not None:
+        print(f"atop's row `{row['model']} / pgd` on the same points ({row['draws']} draws): {100 * figure:.1f}%")
 
 
 if __name__ == "__main__":
