@@ -53,7 +53,7 @@ def main():
     p.add_argument("--eot", type=int, default=20)
     p.add_argument("--draws", type=int, default=10)
     p.add_argument("--select-draws", type=int, default=10)
-    p.add_argument("--row-model", default="AToP", help="the report row's model name contains this")
+    p.add_argument("--row-model", default="", help="the report row's model name contains this (default: the first defense row)")
     a = p.parse_args()
     torch.manual_seed(0)
     defense = atop_torch.load(a.artifact)
