@@ -10,7 +10,7 @@ import torch
 import atop_torch
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
-CASES = ["ae-rt2", "ae-rt3", "ae-rt1-batch", "gan-rt2", "resnet18-rt2", "wrn10-2-rt2"]
+CASES = ["ae-rt2", "ae-rt3", "ae-rt1-batch", "ae-rt2-purify35", "gan-rt2", "resnet18-rt2", "wrn10-2-rt2"]
 
 
 def golden(name):
@@ -28,13 +28,15 @@ def test_the_defense_reproduces_atop_with_atops_draw(name):
     defense = atop_torch.load(os.path.join(GOLDEN, name + ".safetensors"))
     n, c, h, w = g["shape"]
     x = tensor(g["x"], g["shape"])
-    masks = [tensor(p["mask"], (n, 1, h, w)) for p in g["passes"]]
-    noises = [None if p["noise"] is None else tensor(p["noise"], g["shape"]) for p in g["passes"]]
+    # The draw is at the purifier's size (purify_size), the rest at the image's.
+    _, _, dh, dw = g["draw_shape"]
+    masks = [tensor(p["mask"], (n, 1, dh, dw)) for p in g["passes"]]
+    noises = [None if p["noise"] is None else tensor(p["noise"], (n, c, dh, dw)) for p in g["passes"]]
     with torch.no_grad():
         logits, purified, transformed = defense.forward_with(x, masks, noises)
         bare = defense.classifier(x)
     for t, p in zip(transformed, g["passes"]):
-        assert torch.allclose(t, tensor(p["transformed"], g["shape"]), atol=1e-5)
+        assert torch.allclose(t, tensor(p["transformed"], (n, c, dh, dw)), atol=1e-5)
     assert torch.allclose(purified, tensor(g["purified"], g["shape"]), atol=1e-5)
     assert torch.allclose(logits, tensor(g["logits"], (n, -1)), atol=1e-5)
     assert torch.allclose(bare, tensor(g["classifier_logits"], (n, -1)), atol=1e-5)
@@ -47,7 +49,8 @@ def test_fresh_draws_follow_atops_transform(name):
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     masks, noises = defense.draw(x, torch.Generator().manual_seed(1))
     cells = cfg["grid"] ** 2
-    cell = 28 // cfg["grid"]
+    side = defense.purify_size or 28  # the draw is at the purifier's size
+    cell = side // cfg["grid"]
     holes = [m[:, 0, ::cell, ::cell].flatten(1).sum(1) for m in masks]
     if cfg["kind"] == "rt3":
         assert len(masks) == cfg["passes"]
@@ -62,7 +65,7 @@ def test_fresh_draws_follow_atops_transform(name):
     b = defense(x, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     t, m = defense.transform(x)
-    assert t.shape == x.shape and m.shape == (3, 1, 28, 28)
+    assert t.shape == (3, 1, side, side) and m.shape == (3, 1, side, side)
     assert torch.all(t[m.expand_as(t) == 1] == 0)
 
 

@@ -38,6 +38,8 @@ struct Case {
     /// running statistics) uniformly in this range, so that a BatchNorm's
     /// statistics are not burn's initial zeros and ones.
     redraw_vectors: Option<(f64, f64)>,
+    /// The side the purifier works at (0: the image's own size).
+    purify_size: usize,
 }
 
 /// Replaces every 1-D float tensor of a module with a uniform draw.
@@ -88,6 +90,7 @@ fn cases() -> Vec<Case> {
         scope,
         seed,
         redraw_vectors: None,
+        purify_size: 0,
     };
     vec![
         base("ae-rt2", TransformKind::Rt2, MaskScope::PerSample, 31),
@@ -98,6 +101,15 @@ fn cases() -> Vec<Case> {
             MaskScope::BatchShared,
             51,
         ),
+        Case {
+            purify_size: 35,
+            ..base(
+                "ae-rt2-purify35",
+                TransformKind::Rt2,
+                MaskScope::PerSample,
+                91,
+            )
+        },
         Case {
             purifier: PurifierConfig::Gan(InpainterConfig {
                 image_channels: 1,
@@ -155,6 +167,7 @@ fn golden(case: &Case) -> (Vec<u8>, serde_json::Value) {
         classifier: Some(case.classifier.clone()),
         purifier: Some(case.purifier.clone()),
         transform: Some(transform.clone()),
+        purify_size: case.purify_size,
         ..Manifest::default()
     };
     let artifact = Artifact::new(manifest, Some(&classifier), Some(&purifier), None).unwrap();
@@ -178,6 +191,7 @@ fn golden(case: &Case) -> (Vec<u8>, serde_json::Value) {
     let logits = |t: Tensor<2>| crate::common::values2(t);
     let json = serde_json::json!({
         "shape": x.dims(),
+        "draw_shape": draw.mask(0, &device).dims(),
         "x": flat(x.clone()),
         "passes": passes,
         "purified": flat(out.purified),
