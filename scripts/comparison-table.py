@@ -1,78 +1,78 @@
 #!/usr/bin/env python3
-"""The paper's comparison table from `atop eval` reports (standard library only).
+"""The comparison table (README, docs/results/comparison.md) from `atop eval`
+reports (standard library only).
 
-    scripts/comparison-table.py runs/paper-cpu/report.json [more reports...]
-    scripts/comparison-table.py 'runs/a/report.json@defense=AToP,classifier=standard' ...
+    scripts/comparison-table.py REPORT.json [REPORT.json ...]
 
-A report's rows are named "classifier" and "defense" when it holds one of
-each; `@old=new,...` after a path renames its models for the table.
-
-One line per evaluated model (bare classifier or defense), one column per
-threat model: clean, L-inf worst case (and its attacks), the unseen L2 and
-StAdv attacks, and the classifier-only transfer rows. Each cell is the
-expected accuracy (mean over draws) with every-draw and majority after it,
-all in percent. Rows of several reports (models evaluated in separate runs)
-are put together; a model evaluated twice must agree point for point.
+For each model of each report (a bare classifier's rows, or a defense's):
+clean accuracy and, per threat model, the worst case per point over its
+attacks (the report's `worst case` rows), each as expected accuracy /
+every draw / majority, %. The training compute comes from the artifact's
+manifest (`training.compute`, where recorded). Prints markdown.
 """
 import json
 import sys
 
+THREATS = [("linf", "L∞ 0.1 worst case"), ("l2", "L2 1.5 worst case"), ("flow-linf", "StAdv 0.05 worst case")]
 
-def cell(row):
-    if row is None:
+
+def manifest(path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return json.loads(header["__metadata__"]["atop"])
+
+
+def cell(r):
+    if r is None:
         return "-"
-    if row["draws"] == 1:
-        return f"{100 * row['accuracy_mean']:.1f}"
-    return (
-        f"**{100 * row['accuracy_mean']:.1f}** / {100 * row['accuracy_every_draw']:.1f}"
-        f" / {100 * row['accuracy_majority']:.1f}"
-    )
+    return f"**{100 * r['accuracy_mean']:.1f}** / {100 * r['accuracy_every_draw']:.1f} / {100 * r['accuracy_majority']:.1f}"
 
 
-def column(row):
-    """The table column a report row belongs to."""
-    if row["attack"] in ("clean", "clean, transform only"):
-        return row["attack"]
-    threat = f"{row['norm']} {row['eps']:g}"
-    if row["attack"] == "worst case":
-        return f"{threat} worst case"
-    mode = "transfer" if row["mode"] == "classifier-only" else row["mode"]
-    return f"{threat} {row['attack']} ({mode})"
+def compute(artifacts, model):
+    """The training compute recorded by the model's artifact: the one whose
+    path ends as the model's name does (a report of several classifiers
+    names them by path), else the report's last artifact that records one."""
+    def named(path):
+        stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else path
+        return model.split(": ")[-1] == "/".join(stem.split("/")[-2:])
+
+    ordered = [p for p, _ in artifacts if named(p)] or [p for p, _ in reversed(artifacts)]
+    for path in ordered:
+        try:
+            c = manifest(path)["training"].get("compute")
+        except (OSError, KeyError, ValueError):
+            continue
+        if c and "attack_gradient_evaluations" in c:
+            return (
+                f"{c['optimizer_steps']} steps, {c['attack_gradient_evaluations']:,} attack gradients "
+                f"through the {c.get('attack_gradients_through', '?')}, {c['wall_seconds']:.0f} s"
+            )
+    return "-"
 
 
-def main(paths):
-    models, columns, cells, protocols = [], [], {}, set()
-    for arg in paths:
-        path, _, renames = arg.partition("@")
-        rename = dict(r.split("=", 1) for r in renames.split(",") if r)
-        with open(path) as f:
-            report = json.load(f)
-        for row in report["eval"]["rows"]:
-            protocols.add(row.get("protocol", ""))
-            name, col = rename.get(row["model"], row["model"]), column(row)
-            if name not in models:
-                models.append(name)
-            if col not in columns:
-                columns.append(col)
-            if (name, col) in cells:
-                # The same model under the same seeded protocol gives the
-                # same counts in every report; anything else is a conflict.
-                if cells[(name, col)]["correct_counts"] == row["correct_counts"]:
-                    continue
-                sys.exit(f"{path}: {name} / {col} is in two reports, with different results")
-            cells[(name, col)] = row
-    print("Protocol: " + "; ".join(sorted(p for p in protocols if p)) + "\n")
-    print("| model | " + " | ".join(columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for m in models:
-        print(f"| {m} | " + " | ".join(cell(cells.get((m, c))) for c in columns) + " |")
-    print(
-        "\nCells: expected accuracy (mean over draws, bold) / robust in every draw / majority"
-        " vote, in %; bare classifiers are deterministic and show one figure."
-    )
+def main():
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    print("| report | model | clean | " + " | ".join(t for _, t in THREATS) + " | training compute (from its artifact) |")
+    print("|---|---|---|" + "---|" * len(THREATS) + "---|")
+    for path in sys.argv[1:]:
+        report = json.load(open(path))
+        rows = report["eval"]["rows"]
+        models = []
+        for r in rows:
+            if r["model"] not in models:
+                models.append(r["model"])
+        for model in models:
+            mine = [r for r in rows if r["model"] == model]
+            clean = next((r for r in mine if r["attack"] == "clean"), None)
+            worst = {r["norm"]: r for r in mine if r["attack"] == "worst case"}
+            print(
+                f"| {path} | {model} | {cell(clean)} | "
+                + " | ".join(cell(worst.get(norm)) for norm, _ in THREATS)
+                + f" | {compute(report['artifacts'], model)} |"
+            )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    main()
