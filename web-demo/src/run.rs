@@ -103,16 +103,26 @@ pub async fn measure_defense(app: &Shared) -> Result<f64, String> {
 
 /// Runs the controls' attack and shows everything; errors go to the page.
 pub async fn run_attack(app: Shared) {
+    while_busy(&app, "attack failed", attack(&app)).await;
+}
+
+/// Runs `work` (lazy until awaited) with the buttons disabled, unless
+/// something already runs; its error goes to the page.
+pub(crate) async fn while_busy(
+    app: &Shared,
+    failed: &str,
+    work: impl std::future::Future<Output = Result<(), String>>,
+) {
     if app.borrow().busy {
         return;
     }
-    set_busy(&app, true);
+    set_busy(app, true);
     clear_error();
-    let result = attack(&app).await;
-    set_busy(&app, false);
+    let result = work.await;
+    set_busy(app, false);
     set_attr("progress-text", "data-state", "idle");
     if let Err(e) = result {
-        set_text("progress-text", "attack failed");
+        set_text("progress-text", failed);
         show_error(&e);
     }
 }

@@ -8,27 +8,16 @@ use burn::tensor::{Int, Tensor};
 use web_sys::{HtmlElement, HtmlProgressElement};
 
 use crate::controls::read_controls;
-use crate::dom::{by_id, clear_error, set_attr, set_text, show_error, yield_to_browser};
-use crate::run::{models_for, read};
-use crate::state::{Shared, set_busy};
+use crate::dom::{by_id, set_attr, set_text, yield_to_browser};
+use crate::run::{models_for, read, while_busy};
+use crate::state::Shared;
 
 /// Transform draws the defense is scored over.
 const DRAWS: usize = 10;
 
 /// Runs the scorecard; errors go to the page.
 pub async fn run_scorecard(app: Shared) {
-    if app.borrow().busy {
-        return;
-    }
-    set_busy(&app, true);
-    clear_error();
-    let result = scorecard(&app).await;
-    set_busy(&app, false);
-    set_attr("progress-text", "data-state", "idle");
-    if let Err(e) = result {
-        set_text("progress-text", "scorecard failed");
-        show_error(&e);
-    }
+    while_busy(&app, "scorecard failed", scorecard(&app)).await;
 }
 
 async fn scorecard(app: &Shared) -> Result<(), String> {

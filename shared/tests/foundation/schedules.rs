@@ -172,35 +172,52 @@ fn a_larger_step_breaks_a_randomized_target_where_the_default_schedule_stalls() 
     assert!(larger <= 0.25, "the larger step did not: {larger}");
 }
 
-#[test]
-fn best_loss_autoattack_differs_from_the_official_single_draw_choice() {
-    // A linear score whose value is noisy: one clean draw misclassifies about
-    // a third of the points, and the official rule leaves those unattacked.
-    let (x, y) = centre(64);
-    let target = Toy {
+/// A linear score `0.3125 * sum - 0.3`, its value noisy by `value_noise`.
+fn linear_toy(value_noise: f64) -> Toy {
+    Toy {
         plateau: 0.0,
         slope: 0.0,
         linear: 0.3125,
         offset: -0.3,
-        value_noise: 1.0,
+        value_noise,
         gradient_noise: 0.0,
+    }
+}
+
+/// AutoAttack rand (10 steps, EOT 4, L-inf 0.1) with `selection`.
+fn rand_autoattack(
+    target: &Toy,
+    x: &Tensor<4>,
+    y: &[i64],
+    selection: IterateSelection,
+) -> Tensor<4> {
+    let cfg = AutoAttackConfig {
+        norm: Norm::Linf,
+        eps: 0.1,
+        version: AutoAttackVersion::Rand,
+        steps: 10,
+        eot: 4,
+        selection,
+        ..AutoAttackConfig::default()
     };
+    autoattack(target, x.clone(), y, &cfg, &mut seeded(5))
+        .unwrap()
+        .adversarial
+}
+
+#[test]
+fn best_loss_autoattack_differs_from_the_official_single_draw_choice() {
+    // A noisy value: one clean draw misclassifies about a third of the
+    // points, and the official rule leaves those unattacked.
+    let (x, y) = centre(64);
+    let target = linear_toy(1.0);
     let run = |selection| {
-        let cfg = AutoAttackConfig {
-            norm: Norm::Linf,
-            eps: 0.1,
-            version: AutoAttackVersion::Rand,
-            steps: 10,
-            eot: 4,
-            selection,
-            ..AutoAttackConfig::default()
-        };
-        let result = autoattack(&target, x.clone(), &y, &cfg, &mut seeded(5)).unwrap();
-        let untouched = values(result.adversarial.clone() - x.clone())
+        let adversarial = rand_autoattack(&target, &x, &y, selection);
+        let untouched = values(adversarial.clone() - x.clone())
             .chunks(16)
             .filter(|d| d.iter().all(|v| *v == 0.0))
             .count();
-        let score = score_randomized(&target, result.adversarial, &y, 20, &mut seeded(6)).unwrap();
+        let score = score_randomized(&target, adversarial, &y, 20, &mut seeded(6)).unwrap();
         (untouched, score.mean_accuracy())
     };
     let (official_untouched, official) = run(IterateSelection::FirstFooled);
@@ -221,30 +238,8 @@ fn a_deterministic_target_gets_the_first_fooled_rule_whatever_the_protocol_asks(
     // Without noise one pass decides exactly, and first-fooled keeps every
     // point any component fooled; best-loss is asked for and not run.
     let (x, y) = centre(16);
-    let target = Toy {
-        plateau: 0.0,
-        slope: 0.0,
-        linear: 0.3125,
-        offset: -0.3,
-        value_noise: 0.0,
-        gradient_noise: 0.0,
-    };
-    let run = |selection| {
-        let cfg = AutoAttackConfig {
-            norm: Norm::Linf,
-            eps: 0.1,
-            version: AutoAttackVersion::Rand,
-            steps: 10,
-            eot: 4,
-            selection,
-            ..AutoAttackConfig::default()
-        };
-        values(
-            autoattack(&target, x.clone(), &y, &cfg, &mut seeded(5))
-                .unwrap()
-                .adversarial,
-        )
-    };
+    let target = linear_toy(0.0);
+    let run = |selection| values(rand_autoattack(&target, &x, &y, selection));
     assert_eq!(
         run(IterateSelection::BestLoss),
         run(IterateSelection::FirstFooled)
