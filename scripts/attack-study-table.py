@@ -3,8 +3,8 @@
 
     scripts/attack-study-table.py OUT.svg runs/attack-study/NAME [more study dirs...]
 
-(StAdv's configurations are a different threat, flow bounded by 0.05: their
-own curve, never compared with the L-inf ones.)
+(StAdv's configurations, flow bounded by 0.05, and the L2 ones are other
+threats: their own curves, never compared with the L-inf ones.)
 
 Each study directory holds one `atop eval` per attack configuration
 (scripts/attack-study.sh). Per configuration and model (bare classifier,
@@ -38,6 +38,8 @@ def family(name):
             return prefix
     if name.startswith("stadv"):
         return "stadv (flow 0.05)"
+    if name.startswith("l2-pgd50"):
+        return "pgd50 (L2 1.5)"
     return name
 
 

@@ -3,7 +3,7 @@
 # per attack configuration on VALIDATION data (128 points carved from the
 # training set, 4 final draws), so each configuration's wall time is its
 # own; then scripts/attack-study-table.py tabulates accuracy against cost.
-# Every configuration is L-inf 0.1 but StAdv's (flow bound 0.05).
+# Every configuration is L-inf 0.1 but StAdv's (flow bound 0.05) and l2-step's (L2 1.5).
 #
 #   scripts/attack-study.sh OUT_DIR ARTIFACT[,ARTIFACT...] GRID...
 #
@@ -51,6 +51,10 @@ configs() {
     autoattack) # AutoAttack rand, official and best-loss
       for sel in first-fooled best-loss; do
         echo "aa-rand-eot5-$sel|attack = \"autoattack\", version = \"rand\", $linf, eot = 5, selection = \"$sel\""
+      done ;;
+    l2-step) # L2 eps 1.5: PGD-50, EOT 5, over the step (default 2.5 eps / 50 = 0.075)
+      for s in 0.075 0.15 0.3 0.6; do
+        echo "l2-pgd50-eot5-step$s|attack = \"pgd\", norm = \"l2\", eps = 1.5, steps = 50, eot = 5, step_size = $s"
       done ;;
     stadv-step) # StAdv (flow bound 0.05), 100 Adam steps, EOT 5: the step size (0.01 by default)
       for s in 0.0025 0.005 0.01 0.025 0.05; do
