@@ -1,6 +1,7 @@
 """The points an `atop eval` report scored, from Debian's Fashion-MNIST
 (`dataset-fashion-mnist`), and expected accuracy over fresh transform draws:
-what the examples need to put a PyTorch attack's figure beside atop's."""
+what the examples need to put a PyTorch attack's figure beside atop's.
+Needs numpy (the package itself does not), as the examples do."""
 
 import gzip
 import json
