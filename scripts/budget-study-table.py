@@ -71,7 +71,7 @@ def baseline_series(root, name):
         clean, pgd = row(report, "classifier", "clean"), row(report, "classifier", "pgd")
         print(
             f"| {name} (baseline) | {epochs - 1} | {c['optimizer_steps']} | {c['attack_gradient_evaluations']:,} | {c['wall_seconds']:.0f} "
-            f"| {100 * curve[-1][1] / 100:.1f} | {fmt(clean)} | {fmt(pgd)} |"
+            f"| {curve[-1][1]:.1f} | {fmt(clean)} | {fmt(pgd)} |"
         )
         out.append((f"{name}: PGD-50", [(c["attack_gradient_evaluations"], 100 * pgd["accuracy_mean"])], None, False))
     return out

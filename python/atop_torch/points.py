@@ -40,16 +40,12 @@ def report_points(report_path, limit=None, root=FASHION_MNIST):
     return x, torch.tensor(labels, dtype=torch.long), report
 
 
-def expected_accuracy(defense, images, labels, draws, generator=None):
+def expected_accuracy(defense, images, labels, draws):
     """Per point, the fraction of `draws` fresh transform draws that classify
     it right (a deterministic classifier gives 0 or 1)."""
     with torch.no_grad():
-        right = [(_logits(defense, images, generator).argmax(1) == labels).float() for _ in range(draws)]
+        right = [(defense(images).argmax(1) == labels).float() for _ in range(draws)]
     return torch.stack(right).mean(0)
-
-
-def _logits(model, images, generator):
-    return model(images) if generator is None or not hasattr(model, "draw") else model(images, generator=generator)
 
 
 def atop_row_accuracy(report, attack, points, model="", kind="defense", mode="full", selection=None):

@@ -86,11 +86,6 @@ impl ScorecardRun {
         self.run.current()
     }
 
-    /// Whether a step reads back from the device (APGD's do).
-    pub fn needs_blocking_reads(&self) -> bool {
-        self.run.needs_blocking_reads()
-    }
-
     /// One attack step; the classifier's attack hands over to the
     /// defense's when it finishes.
     pub fn step(&mut self) -> Result<()> {
