@@ -1,5 +1,6 @@
 //! Times the convolution kernel on the quickstart AE's layers, one pass each
-//! (forward, input gradient, weight gradient), and prints ms and GFLOP/s:
+//! (forward, input gradient, weight gradient), by each method (direct where
+//! it runs, and im2col + gemm), and prints ms and GFLOP/s:
 //!
 //!     cargo run --release -p atop-kernels --example conv-layers [batch]
 //!
@@ -7,7 +8,9 @@
 
 use std::time::Instant;
 
-use atop_kernels::{ConvGeometry, conv2d_backward, conv2d_forward};
+use atop_kernels::{
+    ConvGeometry, ConvMethod, conv2d_backward_with, conv2d_forward_with, direct_available,
+};
 
 /// (name, channels in, channels out, image size, stride): the AE at width 16
 /// on 28x28 (kernels 3x3, padding 1).
@@ -42,8 +45,10 @@ fn main() {
         .and_then(|b| b.parse().ok())
         .unwrap_or(32);
     println!("batch {batch}, {} threads", rayon::current_num_threads());
-    println!("| layer | forward ms | input grad ms | weight grad ms | GFLOP/s (all three) |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| layer | method | forward ms | input grad ms | weight grad ms | GFLOP/s (all three) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (name, cin, cout, size, stride) in LAYERS {
         let g = ConvGeometry::new(
             [batch, cin, size, size],
@@ -63,11 +68,20 @@ fn main() {
             fill(cout * g.patch_len()),
             fill(batch * g.output_len()),
         );
-        let forward = median_ms(9, || drop(conv2d_forward(&g, &x, &w, None)));
-        let input = median_ms(9, || drop(conv2d_backward(&g, &x, &w, &dy, true, false)));
-        let weight = median_ms(9, || drop(conv2d_backward(&g, &x, &w, &dy, false, true)));
-        let flop = 2.0 * (batch * g.output_len() * g.patch_len()) as f64 * 3.0;
-        let rate = flop / ((forward + input + weight) * 1e-3) / 1e9;
-        println!("| {name} | {forward:.2} | {input:.2} | {weight:.2} | {rate:.1} |");
+        for method in [ConvMethod::Auto, ConvMethod::Avx2, ConvMethod::Im2col] {
+            let label = match method {
+                ConvMethod::Im2col => "im2col",
+                _ if !direct_available(&g) => continue, // im2col there too: timed below
+                ConvMethod::Auto => "direct",
+                ConvMethod::Avx2 => "direct, AVX2 only",
+            };
+            let forward = median_ms(9, || drop(conv2d_forward_with(&g, &x, &w, None, method)));
+            let grad = |want| conv2d_backward_with(&g, &x, &w, &dy, want, method);
+            let input = median_ms(9, || drop(grad([true, false])));
+            let weight = median_ms(9, || drop(grad([false, true])));
+            let flop = 2.0 * (batch * g.output_len() * g.patch_len()) as f64 * 3.0;
+            let rate = flop / ((forward + input + weight) * 1e-3) / 1e9;
+            println!("| {name} | {label} | {forward:.2} | {input:.2} | {weight:.2} | {rate:.1} |");
+        }
     }
 }

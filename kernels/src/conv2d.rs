@@ -19,6 +19,32 @@
 
 use std::ops::Range;
 
+use crate::direct;
+
+/// How a convolution is computed. Both give the same values up to rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMethod {
+    /// Direct (no column matrix) where [`direct::available`] holds: stride 1
+    /// on a CPU with AVX2 and FMA, with AVX-512 where the CPU has it; im2col
+    /// + gemm elsewhere.
+    Auto,
+    /// As `Auto` without AVX-512: what CPUs with AVX2 alone run (tests and
+    /// benchmarks reach that path here).
+    Avx2,
+    /// Always im2col + gemm (the path wasm and other CPUs take).
+    Im2col,
+}
+
+impl ConvMethod {
+    fn direct(self, g: &ConvGeometry) -> bool {
+        self != ConvMethod::Im2col && direct::available(g)
+    }
+
+    fn allow_avx512(self) -> bool {
+        self == ConvMethod::Auto
+    }
+}
+
 /// The shape of one convolution: input `[batch, channels_in, height, width]`,
 /// weight `[channels_out, channels_in, kernel[0], kernel[1]]`, output
 /// `[batch, channels_out, out[0], out[1]]`.
@@ -335,6 +361,20 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    conv2d_forward_with(g, x, weight, bias, ConvMethod::Auto)
+}
+
+/// [`conv2d_forward`] by the given method.
+pub fn conv2d_forward_with(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    method: ConvMethod,
+) -> Vec<f32> {
+    if method.direct(g) {
+        return direct_forward(g, x, weight, bias, method);
+    }
     let (k, n, cout) = (g.patch_len(), g.out_pixels(), g.channels_out);
     let (oh, ow) = (g.out[0], g.out[1]);
     let mut y = vec![0.0; g.batch * g.output_len()];
@@ -432,6 +472,28 @@ pub fn conv2d_backward(
     want_input_grad: bool,
     want_weight_grad: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    conv2d_backward_with(
+        g,
+        x,
+        weight,
+        dy,
+        [want_input_grad, want_weight_grad],
+        ConvMethod::Auto,
+    )
+}
+
+/// [`conv2d_backward`] by the given method; `want` is `[input, weight]`.
+pub fn conv2d_backward_with(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    [want_input_grad, want_weight_grad]: [bool; 2],
+    method: ConvMethod,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let direct_weight_grad =
+        (want_weight_grad && method.direct(g)).then(|| direct_weight_grad(g, x, dy, method));
+    let want_weight_grad = want_weight_grad && direct_weight_grad.is_none();
     // With stride 1 the input gradient is itself a convolution (of `dy` with
     // the flipped, transposed kernel): a gemm over cout * kh * kw instead of a
     // thin one over cout followed by a col2im scatter.
@@ -441,7 +503,7 @@ pub fn conv2d_backward(
         None
     };
     let dx_by_convolution =
-        transposed.map(|gt| conv2d_forward(&gt, dy, &flip_kernel(g, weight), None));
+        transposed.map(|gt| conv2d_forward_with(&gt, dy, &flip_kernel(g, weight), None, method));
     let scatter_input_grad = want_input_grad && dx_by_convolution.is_none();
     let (k, n, cout) = (g.patch_len(), g.out_pixels(), g.channels_out);
     let chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
@@ -528,7 +590,77 @@ pub fn conv2d_backward(
         sum
     });
     let dx = dx_by_convolution.or(scatter_input_grad.then_some(dx));
-    (dx, dw)
+    (dx, dw.or(direct_weight_grad))
+}
+
+/// Samples per work item of the direct kernels: the batch cut into one item
+/// per thread (each sample's result is its own, so the cut changes no bits).
+fn direct_items(batch: usize) -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    let threads = rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    let threads = 1;
+    batch.div_ceil(threads.max(1)).max(1)
+}
+
+/// The forward pass without column matrices (see [`direct`]).
+fn direct_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    method: ConvMethod,
+) -> Vec<f32> {
+    let mut y = vec![0.0; g.batch * g.output_len()];
+    if y.is_empty() {
+        return y;
+    }
+    let padded = direct::Padded::of(g, method.allow_avx512());
+    let blocks = direct::regroup_weights(g, &padded, weight);
+    let per_item = direct_items(g.batch);
+    let items: Vec<(usize, &mut [f32])> = y
+        .chunks_mut(per_item * g.output_len())
+        .enumerate()
+        .collect();
+    map_items(items, |(item, out)| {
+        let mut xp = vec![0.0; padded.sample_len(g)];
+        for (s, y_b) in out.chunks_mut(g.output_len()).enumerate() {
+            let sample = item * per_item + s;
+            padded.fill(g, &x[sample * g.input_len()..][..g.input_len()], &mut xp);
+            direct::forward_sample(g, &padded, &xp, &blocks, bias, y_b);
+        }
+    });
+    y
+}
+
+/// The weight gradient without column matrices: per fixed chunk of the batch
+/// (as in the im2col path) a partial sum over its samples in order, the
+/// partials then added in order.
+fn direct_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], method: ConvMethod) -> Vec<f32> {
+    let len = g.channels_out * g.patch_len();
+    let padded = direct::Padded::of(g, method.allow_avx512());
+    let chunk = g.batch.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+    let chunks: Vec<usize> = (0..g.batch.div_ceil(chunk)).collect();
+    let partials = map_items(chunks, |c| {
+        let samples = c * chunk..((c + 1) * chunk).min(g.batch);
+        let (x_len, dy_len) = (padded.sample_len(g), padded.output_grad_len(g));
+        let mut xps = vec![0.0; samples.len() * x_len + direct::grad_slack(g)];
+        let mut dyps = vec![0.0; samples.len() * dy_len];
+        for (i, sample) in samples.clone().enumerate() {
+            let x_b = &x[sample * g.input_len()..][..g.input_len()];
+            padded.fill(g, x_b, &mut xps[i * x_len..][..x_len]);
+            let dy_b = &dy[sample * g.output_len()..][..g.output_len()];
+            padded.fill_output_grad(g, dy_b, &mut dyps[i * dy_len..][..dy_len]);
+        }
+        let mut dw = vec![0.0; len];
+        direct::weight_grad_samples(g, &padded, samples.len(), &xps, &dyps, &mut dw);
+        dw
+    });
+    let mut sum = vec![0.0; len];
+    for partial in partials {
+        sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
+    sum
 }
 
 /// The geometry of the input gradient as a convolution of `dy` (stride 1

@@ -7,7 +7,12 @@
 //! through burn's backend-extension mechanism (`atop::ops`).
 
 pub mod conv2d;
+mod direct;
 pub mod gate;
 
-pub use conv2d::{ConvGeometry, conv2d_backward, conv2d_bias_backward, conv2d_forward};
+pub use conv2d::{
+    ConvGeometry, ConvMethod, conv2d_backward, conv2d_backward_with, conv2d_bias_backward,
+    conv2d_forward, conv2d_forward_with,
+};
+pub use direct::available as direct_available;
 pub use gate::{FeatureActivation, GateShape, gated_backward, gated_forward};

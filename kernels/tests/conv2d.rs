@@ -79,3 +79,65 @@ fn the_results_have_the_same_bits_on_any_number_of_threads() {
         }
     }
 }
+
+#[test]
+fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
+    use atop_kernels::{ConvMethod, conv2d_backward_with, conv2d_forward_with, direct_available};
+    // Image widths below, at and past one 16-pixel tile, odd sizes, kernels
+    // 1x1 to 5x5 with and without padding (asymmetric too), 1-9 channels.
+    // Dilated too, as the inpainter's bottleneck (dilation 2-16 on 7x7).
+    // (input, weight, padding, dilation)
+    type Case = ([usize; 4], [usize; 4], [(usize, usize); 2], [usize; 2]);
+    let cases: [Case; 10] = [
+        ([3, 2, 5, 7], [3, 2, 3, 3], [(1, 1), (1, 1)], [1, 1]),
+        ([2, 3, 16, 16], [5, 3, 3, 3], [(1, 1), (1, 1)], [1, 1]),
+        ([4, 4, 28, 28], [9, 4, 3, 3], [(1, 1), (1, 1)], [1, 1]),
+        ([2, 5, 9, 33], [6, 5, 5, 5], [(2, 2), (2, 2)], [1, 1]),
+        ([1, 3, 8, 11], [4, 3, 3, 2], [(0, 0), (1, 0)], [1, 1]),
+        ([5, 7, 6, 6], [2, 7, 1, 1], [(0, 0), (0, 0)], [1, 1]),
+        ([3, 2, 12, 12], [3, 2, 3, 3], [(0, 2), (2, 0)], [1, 1]),
+        ([2, 8, 7, 7], [8, 8, 3, 3], [(4, 4), (4, 4)], [4, 4]),
+        ([2, 4, 7, 7], [5, 4, 3, 3], [(16, 16), (16, 16)], [16, 16]),
+        ([3, 3, 20, 20], [7, 3, 3, 5], [(2, 1), (4, 2)], [2, 1]),
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut draw = |len: usize| {
+        (0..len)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
+    for (input, weight, padding, dilation) in cases {
+        let g = ConvGeometry::new(input, weight, [1, 1], padding, dilation).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            direct_available(&g),
+            std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")
+        );
+        let x = draw(g.batch * g.input_len());
+        let w = draw(g.channels_out * g.patch_len());
+        let b = draw(g.channels_out);
+        let dy = draw(g.batch * g.output_len());
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what} {input:?} {weight:?}");
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                    "{what} {input:?} {weight:?} [{i}]: {p} vs {q}"
+                );
+            }
+        };
+        let im2col = conv2d_forward_with(&g, &x, &w, Some(&b), ConvMethod::Im2col);
+        let (dx2, dw2) = conv2d_backward_with(&g, &x, &w, &dy, [true, true], ConvMethod::Im2col);
+        // Auto takes AVX-512's tiles where the CPU has them, Avx2 never.
+        for method in [ConvMethod::Auto, ConvMethod::Avx2] {
+            let direct = conv2d_forward_with(&g, &x, &w, Some(&b), method);
+            close(&direct, &im2col, "forward");
+            let (dx, dw) = conv2d_backward_with(&g, &x, &w, &dy, [true, true], method);
+            close(&dx.unwrap(), dx2.as_ref().unwrap(), "input gradient");
+            close(&dw.unwrap(), dw2.as_ref().unwrap(), "weight gradient");
+            // Asked for one gradient, it gives that one alone.
+            let (dx, dw) = conv2d_backward_with(&g, &x, &w, &dy, [false, true], method);
+            assert!(dx.is_none() && dw.is_some());
+        }
+    }
+}
