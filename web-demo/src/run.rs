@@ -15,14 +15,24 @@ use crate::dom::{
 use crate::pixels::{perturbation_rgba, to_rgba, transformed_rgba};
 use crate::state::{Shared, set_busy};
 
-/// Reads a tensor back without blocking (WebGPU cannot block in a browser).
-pub(crate) async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+/// Reads a tensor back without blocking (WebGPU cannot block in a browser),
+/// as values of `E`.
+pub(crate) async fn read_as<E, const D: usize, K>(t: Tensor<D, K>) -> Result<Vec<E>, String>
+where
+    E: burn::tensor::Element,
+    K: burn::tensor::Basic,
+{
     t.into_data_async()
         .await
         .map_err(|e| format!("cannot read a result back from the device: {e:?}"))?
-        .convert::<f32>()
-        .try_to_vec::<f32>()
+        .convert::<E>()
+        .try_to_vec::<E>()
         .map_err(|e| format!("unexpected result data: {e:?}"))
+}
+
+/// [`read_as`] for float tensors.
+pub(crate) async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+    read_as(t).await
 }
 
 /// The models for `attack`: APGD's step-size rule reads losses back every

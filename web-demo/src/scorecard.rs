@@ -4,12 +4,12 @@
 //! shared crate's [`atop::demo::ScorecardRun`].
 
 use atop::demo::{LinkName, Permalink, Scorecard, ScorecardRun};
-use burn::tensor::{Int, Tensor};
+
 use web_sys::{HtmlElement, HtmlProgressElement};
 
 use crate::controls::read_controls;
 use crate::dom::{by_id, set_attr, set_text, yield_to_browser};
-use crate::run::{models_for, read, while_busy};
+use crate::run::{models_for, read, read_as, while_busy};
 use crate::state::Shared;
 
 /// Transform draws the defense is scored over.
@@ -46,20 +46,11 @@ async fn scorecard(app: &Shared) -> Result<(), String> {
         yield_to_browser().await;
     }
     let (images, draws) = (run.images(), run.draws());
-    let counts = read_ints(run.finish().map_err(|e| e.to_string())?).await?;
+    let counts: Vec<i64> = read_as(run.finish().map_err(|e| e.to_string())?).await?;
     let card = ScorecardRun::scorecard(images, draws, &counts).map_err(|e| e.to_string())?;
     render(&card, &link)?;
     set_text("progress-text", &format!("scorecard done{where_}"));
     Ok(())
-}
-
-async fn read_ints(t: Tensor<1, Int>) -> Result<Vec<i64>, String> {
-    t.into_data_async()
-        .await
-        .map_err(|e| format!("cannot read a result back from the device: {e:?}"))?
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| format!("unexpected result data: {e:?}"))
 }
 
 /// Two bars (kept / images) and the figures; the counts in data attributes
