@@ -20,7 +20,7 @@ use crate::state::{Shared, set_busy};
 pub(crate) async fn read_as<E, const D: usize, K>(t: Tensor<D, K>) -> Result<Vec<E>, String>
 where
     E: burn::tensor::Element,
-    K: burn::tensor::Basic,
+    K: burn::tensor::kind::Basic,
 {
     t.into_data_async()
         .await
