@@ -503,7 +503,8 @@ pub struct EvalConfig {
     pub tuning_probe: TuningProbe,
     /// The most input values (images x channels x pixels) one EOT pass
     /// sends through a defense; a larger repeated batch runs in chunks with
-    /// the same gradient (default 2^22: 21 images at 256x256 RGB).
+    /// the same gradient (default: one draw per pass on CPUs, 2^22 values on
+    /// GPUs, 21 images at 256x256 RGB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eot_chunk_values: Option<usize>,
 }

@@ -62,8 +62,20 @@ pub fn command_line() -> String {
 pub fn with_run(run: &RunArgs, f: impl FnOnce(&RunConfig, &Device) -> Result<()>) -> Result<()> {
     let cfg = RunConfig::load(&run.config, &run.overrides)?;
     let device = select_device(&run.device)?;
+    set_cpu_eot_passes(&run.device);
     let _lock = fsutil::OutputLock::acquire(run.out(), &command_line())?;
     f(&cfg, &device)
+}
+
+/// On CPUs (flex, LibTorch CPU) EOT's draws run one per pass: a repeated
+/// batch of all the draws was 1.0-1.7x slower there, its activations
+/// spilling out of the caches (docs/results/performance-profile.md). GPUs
+/// keep the repeated batch up to the library's memory bound. A
+/// configuration's `eval.eot_chunk_values` overrides either.
+fn set_cpu_eot_passes(device_name: &str) {
+    if matches!(device_name, "flex" | "cpu") {
+        atop::attack::set_eot_chunk_values(atop::attack::ONE_DRAW_PER_PASS);
+    }
 }
 
 // burn marks its LibTorch backend deprecated but it works in 0.22.1; it is
@@ -104,6 +116,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         );
     }
     let device = select_device(&args.device)?;
+    set_cpu_eot_passes(&args.device);
     let only = args.only.as_deref();
     let rows = match args.scale {
         bench::Scale::Fmnist => {
@@ -192,4 +205,26 @@ fn upgrade(path: &Path, out: &Path) -> Result<()> {
         artifact.manifest.format_version,
         artifact.manifest.defense_sha256
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_cpu_eot_passes;
+    use atop::attack::{DEFAULT_EOT_CHUNK_VALUES, ONE_DRAW_PER_PASS, eot_chunk_values};
+
+    #[test]
+    fn cpu_devices_run_one_eot_draw_per_pass_and_gpus_the_repeated_batch() {
+        // The bound is per thread: each case on a fresh one.
+        let after = |name: &'static str| {
+            std::thread::spawn(move || {
+                set_cpu_eot_passes(name);
+                eot_chunk_values()
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(after("flex"), ONE_DRAW_PER_PASS);
+        assert_eq!(after("cpu"), ONE_DRAW_PER_PASS);
+        assert_eq!(after("cuda:0"), DEFAULT_EOT_CHUNK_VALUES);
+    }
 }

@@ -350,6 +350,10 @@ impl DeviceEvaluation {
 /// gradients summed, which bounds activation memory to one chunk's.
 pub const DEFAULT_EOT_CHUNK_VALUES: usize = 1 << 22;
 
+/// The bound that runs one EOT draw (of the whole batch) per pass: what CPUs
+/// run fastest, as a loop over the draws would.
+pub const ONE_DRAW_PER_PASS: usize = 1;
+
 thread_local! {
     // Per thread, so that one caller's bound (a test's) never changes how
     // another thread's attack runs.

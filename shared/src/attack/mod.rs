@@ -22,8 +22,8 @@ pub use autoattack::{
     AutoAttackComponent, AutoAttackConfig, AutoAttackResult, AutoAttackVersion, autoattack,
 };
 pub use common::{
-    AttackLoss, DEFAULT_EOT_CHUNK_VALUES, IterateSelection, Norm, eot_chunk_values,
-    gradient_health, per_sample_loss, project, set_eot_chunk_values,
+    AttackLoss, DEFAULT_EOT_CHUNK_VALUES, IterateSelection, Norm, ONE_DRAW_PER_PASS,
+    eot_chunk_values, gradient_health, per_sample_loss, project, set_eot_chunk_values,
 };
 pub use cw::{CwConfig, carlini_wagner_l2};
 pub use fab::{FabConfig, fab_targeted, project_onto_hyperplane_in_box};
