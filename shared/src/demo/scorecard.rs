@@ -127,11 +127,15 @@ impl ScorecardRun {
         };
         let classify =
             |x: Tensor<4>| -> Result<Tensor<1, Int>> { Ok(right(self.defense.classify(x)?)) };
-        let (_, mut score_rng) = streams(self.link.seed);
-        let mut over_draws = |x: Tensor<4>| -> Result<Tensor<1, Int>> {
+        // Clean and adversarial images are scored on the same transform
+        // draws, so that the drop from one to the other is the attack's, not
+        // another draw's.
+        let (_, score_rng) = streams(self.link.seed);
+        let over_draws = |x: Tensor<4>| -> Result<Tensor<1, Int>> {
+            let mut rng = score_rng.clone();
             let mut total = Tensor::<1, Int>::zeros([1], &device);
             for _ in 0..self.draws {
-                total = total + right(self.defense.forward(x.clone(), &mut score_rng)?.logits);
+                total = total + right(self.defense.forward(x.clone(), &mut rng)?.logits);
             }
             Ok(total)
         };

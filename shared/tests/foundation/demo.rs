@@ -146,7 +146,8 @@ fn scorecard(models: &DemoModels, link: &Permalink, draws: usize) -> demo::Score
 fn the_scorecard_counts_what_each_model_keeps_over_every_bundled_image() {
     let (artifact, models) = models();
     let sha = &artifact.manifest.payload_sha256;
-    // With eps 0 the attacks move nothing: kept = clean.
+    // With eps 0 the attacks move nothing: kept = clean (the defense's
+    // clean and attacked images are scored on the same draws).
     let still = Permalink {
         eps: 0.0,
         ..link(sha, DemoAttack::Pgd, DemoMode::Full)
