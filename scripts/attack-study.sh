@@ -28,6 +28,10 @@ configs() {
       for s in 0.0025 0.005 0.01 0.025 0.05; do
         echo "pgd50-eot5-step$s|attack = \"pgd\", $linf, steps = 50, eot = 5, step_size = $s"
       done ;;
+    pgd-step-core) # the step sizes the study must cover (eps/40, eps/10, eps/4), for costly defenses
+      for s in 0.0025 0.01 0.025; do
+        echo "pgd50-eot5-step$s|attack = \"pgd\", $linf, steps = 50, eot = 5, step_size = $s"
+      done ;;
     pgd-loss-start) # the same at eps/10: margin loss, clean start
       echo "pgd50-eot5-step0.01-margin|attack = \"pgd\", $linf, steps = 50, eot = 5, step_size = 0.01, loss = \"margin\""
       echo "pgd50-eot5-step0.01-clean|attack = \"pgd\", $linf, steps = 50, eot = 5, step_size = 0.01, random_start = false" ;;
@@ -38,6 +42,8 @@ configs() {
     pgd-steps) # more iterations, at the default and at eps/10 steps
       echo "pgd200-eot5-default|attack = \"pgd\", $linf, steps = 200, eot = 5"
       echo "pgd200-eot5-step0.01|attack = \"pgd\", $linf, steps = 200, eot = 5, step_size = 0.01" ;;
+    eot50) # EOT 50 at eps/10 (the first half of `long`)
+      echo "pgd50-eot50-step0.01|attack = \"pgd\", $linf, steps = 50, eot = 50, step_size = 0.01" ;;
     long) # the expensive corners: EOT 50, and 200 steps with EOT 20
       echo "pgd50-eot50-step0.01|attack = \"pgd\", $linf, steps = 50, eot = 50, step_size = 0.01"
       echo "pgd200-eot20-step0.01|attack = \"pgd\", $linf, steps = 200, eot = 20, step_size = 0.01" ;;
