@@ -263,276 +263,207 @@ mod x86 {
     use crate::conv2d::ConvGeometry;
     use std::arch::x86_64::*;
 
-    const FORWARD_CHANNELS: usize = 4;
-
-    /// Forward tiles of `P` 8-pixel vectors x 4 output channels.
-    ///
-    /// # Safety
-    /// AVX2 and FMA present; slices as asserted by `forward_sample`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_tiles<const P: usize>(
-        g: &ConvGeometry,
-        p: &Padded,
-        xp: &[f32],
-        wb: &[f32],
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-    ) {
-        let (oh, ow, cout) = (g.out[0], g.out[1], g.channels_out);
-        let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
-        let (plane, taps, n) = (p.channel_len(), g.patch_len(), oh * ow);
-        let mut spill = [0.0f32; 16];
-        for block in 0..cout.div_ceil(FORWARD_CHANNELS) {
-            let w_block = wb[block * taps * FORWARD_CHANNELS..].as_ptr();
-            let lanes = FORWARD_CHANNELS.min(cout - block * FORWARD_CHANNELS);
-            let init: [__m256; FORWARD_CHANNELS] = std::array::from_fn(|lane| {
-                let b = bias.filter(|_| lane < lanes);
-                _mm256_set1_ps(b.map_or(0.0, |b| b[block * FORWARD_CHANNELS + lane]))
-            });
-            for oy in 0..oh {
-                for ox0 in (0..ow).step_by(8 * P) {
-                    let mut acc: [[__m256; P]; FORWARD_CHANNELS] = init.map(|v| [v; P]);
-                    for ci in 0..g.channels_in {
-                        for ky in 0..kh {
-                            // SAFETY: inside `xp` and `wb` (see `forward_sample`).
-                            let (row, w_row) = unsafe {
-                                (
-                                    xp.as_ptr().add(ci * plane + (oy + ky * dy) * p.cols + ox0),
-                                    w_block.add((ci * kh + ky) * kw * FORWARD_CHANNELS),
-                                )
-                            };
-                            for kx in 0..kw {
-                                // SAFETY: as above.
-                                unsafe {
-                                    let x: [__m256; P] = std::array::from_fn(|v| {
-                                        _mm256_loadu_ps(row.add(kx * dx + 8 * v))
-                                    });
-                                    let w = w_row.add(kx * FORWARD_CHANNELS);
-                                    for (lane, a) in acc.iter_mut().enumerate() {
-                                        let wv = _mm256_broadcast_ss(&*w.add(lane));
-                                        for v in 0..P {
-                                            a[v] = _mm256_fmadd_ps(wv, x[v], a[v]);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let width = (8 * P).min(ow - ox0);
-                    for (lane, a) in acc.iter().enumerate().take(lanes) {
-                        let co = block * FORWARD_CHANNELS + lane;
-                        for (v, a) in a.iter().enumerate() {
-                            // SAFETY: `spill` holds 16 floats, P <= 2.
-                            unsafe { _mm256_storeu_ps(spill.as_mut_ptr().add(8 * v), *a) };
-                        }
-                        y[co * n + oy * ow + ox0..][..width].copy_from_slice(&spill[..width]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Output channels and taps (of one kernel row) per weight-gradient tile.
-    const GRAD_CHANNELS: usize = 3;
+    /// Taps (of one kernel row) per weight-gradient tile.
     pub(super) const GRAD_TAPS: usize = 3;
 
-    /// # Safety
-    /// AVX2 and FMA present; slices as asserted by `weight_grad_samples`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad(
-        g: &ConvGeometry,
-        p: &Padded,
-        samples: usize,
-        xps: &[f32],
-        dyps: &[f32],
-        dw: &mut [f32],
-    ) {
-        let (oh, cout, cin) = (g.out[0], g.channels_out, g.channels_in);
-        let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
-        let (plane, taps) = (p.channel_len(), kh * kw);
-        let (x_len, dy_len, dy_plane) = (p.sample_len(g), p.output_grad_len(g), oh * p.out_cols);
-        let mut lanes = [0.0f32; 8];
-        for co0 in (0..cout).step_by(GRAD_CHANNELS) {
-            let channels = GRAD_CHANNELS.min(cout - co0);
-            for ci in 0..cin {
-                for ky in 0..kh {
-                    for kx0 in (0..kw).step_by(GRAD_TAPS) {
-                        let width = GRAD_TAPS.min(kw - kx0);
-                        let mut acc = [[_mm256_setzero_ps(); GRAD_TAPS]; GRAD_CHANNELS];
-                        for s in 0..samples {
-                            for oy in 0..oh {
-                                // SAFETY: inside `xps` and `dyps` (see `weight_grad_samples`);
-                                // a missing channel of the last block re-reads channel co0.
-                                unsafe {
-                                    let x_row = xps.as_ptr().add(
-                                        s * x_len + ci * plane + (oy + ky * dy) * p.cols + kx0 * dx,
-                                    );
-                                    let d_rows: [*const f32; GRAD_CHANNELS] =
-                                        std::array::from_fn(|c| {
-                                            let co = co0 + if c < channels { c } else { 0 };
-                                            dyps.as_ptr()
-                                                .add(s * dy_len + co * dy_plane + oy * p.out_cols)
-                                        });
-                                    for ox in (0..p.out_cols).step_by(8) {
-                                        let d = d_rows.map(|r| _mm256_loadu_ps(r.add(ox)));
-                                        for t in 0..GRAD_TAPS {
-                                            let x = _mm256_loadu_ps(x_row.add(ox + t * dx));
-                                            for c in 0..GRAD_CHANNELS {
-                                                acc[c][t] = _mm256_fmadd_ps(d[c], x, acc[c][t]);
+    /// A forward kernel: tiles of `P` vectors of `$width` pixels x `$channels`
+    /// output channels, one broadcast weight per channel and tap.
+    macro_rules! forward_tiles {
+        ($name:ident, $feature:literal, $vector:ty, $width:literal, $channels:literal,
+         $set1:ident, $load:ident, $fmadd:ident, $store:ident) => {
+            /// # Safety
+            /// The CPU has the target features; slices as asserted by
+            /// `forward_sample`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name<const P: usize>(
+                g: &ConvGeometry,
+                p: &Padded,
+                xp: &[f32],
+                wb: &[f32],
+                bias: Option<&[f32]>,
+                y: &mut [f32],
+            ) {
+                const C: usize = $channels;
+                let (oh, ow, cout) = (g.out[0], g.out[1], g.channels_out);
+                let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
+                let (plane, taps, n) = (p.channel_len(), g.patch_len(), oh * ow);
+                let mut spill = [0.0f32; 2 * $width];
+                for block in 0..cout.div_ceil(C) {
+                    let w_block = wb[block * taps * C..].as_ptr();
+                    let lanes = C.min(cout - block * C);
+                    let init: [$vector; C] = std::array::from_fn(|lane| {
+                        let b = bias.filter(|_| lane < lanes);
+                        $set1(b.map_or(0.0, |b| b[block * C + lane]))
+                    });
+                    for oy in 0..oh {
+                        for ox0 in (0..ow).step_by($width * P) {
+                            let mut acc: [[$vector; P]; C] = init.map(|v| [v; P]);
+                            for ci in 0..g.channels_in {
+                                for ky in 0..kh {
+                                    // SAFETY: inside `xp` and `wb` (see `forward_sample`).
+                                    let (row, w_row) = unsafe {
+                                        (
+                                            xp.as_ptr()
+                                                .add(ci * plane + (oy + ky * dy) * p.cols + ox0),
+                                            w_block.add((ci * kh + ky) * kw * C),
+                                        )
+                                    };
+                                    for kx in 0..kw {
+                                        // SAFETY: as above.
+                                        unsafe {
+                                            let x: [$vector; P] = std::array::from_fn(|v| {
+                                                $load(row.add(kx * dx + $width * v))
+                                            });
+                                            let w = w_row.add(kx * C);
+                                            for (lane, a) in acc.iter_mut().enumerate() {
+                                                let wv = $set1(*w.add(lane));
+                                                for v in 0..P {
+                                                    a[v] = $fmadd(wv, x[v], a[v]);
+                                                }
                                             }
                                         }
                                     }
                                 }
                             }
-                        }
-                        for (c, row) in acc.iter().enumerate().take(channels) {
-                            let at = ((co0 + c) * cin + ci) * taps + ky * kw + kx0;
-                            for (t, a) in row.iter().enumerate().take(width) {
-                                // SAFETY: `lanes` holds 8 floats.
-                                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
-                                dw[at + t] += lanes.iter().sum::<f32>();
+                            let width = ($width * P).min(ow - ox0);
+                            for (lane, a) in acc.iter().enumerate().take(lanes) {
+                                let co = block * C + lane;
+                                for (v, a) in a.iter().enumerate() {
+                                    // SAFETY: `spill` holds two vectors, P <= 2.
+                                    unsafe { $store(spill.as_mut_ptr().add($width * v), *a) };
+                                }
+                                y[co * n + oy * ow + ox0..][..width]
+                                    .copy_from_slice(&spill[..width]);
                             }
                         }
                     }
                 }
             }
-        }
+        };
     }
 
-    const FORWARD_CHANNELS_512: usize = 8;
-
-    /// Forward tiles of `P` 16-pixel vectors x 8 output channels.
-    ///
-    /// # Safety
-    /// AVX-512F present; slices as asserted by `forward_sample`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn forward_tiles_512<const P: usize>(
-        g: &ConvGeometry,
-        p: &Padded,
-        xp: &[f32],
-        wb: &[f32],
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-    ) {
-        const C: usize = FORWARD_CHANNELS_512;
-        let (oh, ow, cout) = (g.out[0], g.out[1], g.channels_out);
-        let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
-        let (plane, taps, n) = (p.channel_len(), g.patch_len(), oh * ow);
-        let mut spill = [0.0f32; 32];
-        for block in 0..cout.div_ceil(C) {
-            let w_block = wb[block * taps * C..].as_ptr();
-            let lanes = C.min(cout - block * C);
-            let init: [__m512; C] = std::array::from_fn(|lane| {
-                let b = bias.filter(|_| lane < lanes);
-                _mm512_set1_ps(b.map_or(0.0, |b| b[block * C + lane]))
-            });
-            for oy in 0..oh {
-                for ox0 in (0..ow).step_by(16 * P) {
-                    let mut acc: [[__m512; P]; C] = init.map(|v| [v; P]);
-                    for ci in 0..g.channels_in {
+    /// A weight-gradient kernel: tiles of `$channels` output channels x
+    /// GRAD_TAPS taps, summed over every sample before one horizontal add.
+    macro_rules! weight_grad {
+        ($name:ident, $feature:literal, $vector:ty, $width:literal, $channels:literal,
+         $zero:ident, $load:ident, $fmadd:ident, $store:ident) => {
+            /// # Safety
+            /// The CPU has the target features; `out_cols` a multiple of
+            /// the vector width; slices as asserted by `weight_grad_samples`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(
+                g: &ConvGeometry,
+                p: &Padded,
+                samples: usize,
+                xps: &[f32],
+                dyps: &[f32],
+                dw: &mut [f32],
+            ) {
+                const C: usize = $channels;
+                let (oh, cout, cin) = (g.out[0], g.channels_out, g.channels_in);
+                let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
+                let (plane, taps) = (p.channel_len(), kh * kw);
+                let (x_len, dy_len) = (p.sample_len(g), p.output_grad_len(g));
+                let dy_plane = oh * p.out_cols;
+                let mut lanes = [0.0f32; $width];
+                for co0 in (0..cout).step_by(C) {
+                    let channels = C.min(cout - co0);
+                    for ci in 0..cin {
                         for ky in 0..kh {
-                            // SAFETY: inside `xp` and `wb` (see `forward_sample`).
-                            let (row, w_row) = unsafe {
-                                (
-                                    xp.as_ptr().add(ci * plane + (oy + ky * dy) * p.cols + ox0),
-                                    w_block.add((ci * kh + ky) * kw * C),
-                                )
-                            };
-                            for kx in 0..kw {
-                                // SAFETY: as above.
-                                unsafe {
-                                    let x: [__m512; P] = std::array::from_fn(|v| {
-                                        _mm512_loadu_ps(row.add(kx * dx + 16 * v))
-                                    });
-                                    let w = w_row.add(kx * C);
-                                    for (lane, a) in acc.iter_mut().enumerate() {
-                                        let wv = _mm512_set1_ps(*w.add(lane));
-                                        for v in 0..P {
-                                            a[v] = _mm512_fmadd_ps(wv, x[v], a[v]);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let width = (16 * P).min(ow - ox0);
-                    for (lane, a) in acc.iter().enumerate().take(lanes) {
-                        let co = block * C + lane;
-                        for (v, a) in a.iter().enumerate() {
-                            // SAFETY: `spill` holds 32 floats, P <= 2.
-                            unsafe { _mm512_storeu_ps(spill.as_mut_ptr().add(16 * v), *a) };
-                        }
-                        y[co * n + oy * ow + ox0..][..width].copy_from_slice(&spill[..width]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Output channels per AVX-512 weight-gradient tile (x 3 taps).
-    const GRAD_CHANNELS_512: usize = 6;
-
-    /// # Safety
-    /// AVX-512F present; `out_cols` a multiple of 16; slices as asserted by
-    /// `weight_grad_samples`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad_512(
-        g: &ConvGeometry,
-        p: &Padded,
-        samples: usize,
-        xps: &[f32],
-        dyps: &[f32],
-        dw: &mut [f32],
-    ) {
-        const C: usize = GRAD_CHANNELS_512;
-        let (oh, cout, cin) = (g.out[0], g.channels_out, g.channels_in);
-        let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
-        let (plane, taps) = (p.channel_len(), kh * kw);
-        let (x_len, dy_len, dy_plane) = (p.sample_len(g), p.output_grad_len(g), oh * p.out_cols);
-        let mut lanes = [0.0f32; 16];
-        for co0 in (0..cout).step_by(C) {
-            let channels = C.min(cout - co0);
-            for ci in 0..cin {
-                for ky in 0..kh {
-                    for kx0 in (0..kw).step_by(GRAD_TAPS) {
-                        let width = GRAD_TAPS.min(kw - kx0);
-                        let mut acc = [[_mm512_setzero_ps(); GRAD_TAPS]; C];
-                        for s in 0..samples {
-                            for oy in 0..oh {
-                                // SAFETY: inside `xps` and `dyps` (see `weight_grad_samples`);
-                                // a missing channel of the last block re-reads channel co0.
-                                unsafe {
-                                    let x_row = xps.as_ptr().add(
-                                        s * x_len + ci * plane + (oy + ky * dy) * p.cols + kx0 * dx,
-                                    );
-                                    let d_rows: [*const f32; C] = std::array::from_fn(|c| {
-                                        let co = co0 + if c < channels { c } else { 0 };
-                                        dyps.as_ptr()
-                                            .add(s * dy_len + co * dy_plane + oy * p.out_cols)
-                                    });
-                                    for ox in (0..p.out_cols).step_by(16) {
-                                        let d = d_rows.map(|r| _mm512_loadu_ps(r.add(ox)));
-                                        for t in 0..GRAD_TAPS {
-                                            let x = _mm512_loadu_ps(x_row.add(ox + t * dx));
-                                            for c in 0..C {
-                                                acc[c][t] = _mm512_fmadd_ps(d[c], x, acc[c][t]);
+                            for kx0 in (0..kw).step_by(GRAD_TAPS) {
+                                let width = GRAD_TAPS.min(kw - kx0);
+                                let mut acc = [[$zero(); GRAD_TAPS]; C];
+                                for s in 0..samples {
+                                    for oy in 0..oh {
+                                        // SAFETY: inside `xps` and `dyps` (see
+                                        // `weight_grad_samples`); a missing channel of
+                                        // the last block re-reads channel co0.
+                                        unsafe {
+                                            let x_row = xps.as_ptr().add(
+                                                s * x_len
+                                                    + ci * plane
+                                                    + (oy + ky * dy) * p.cols
+                                                    + kx0 * dx,
+                                            );
+                                            let d_rows: [*const f32; C] =
+                                                std::array::from_fn(|c| {
+                                                    let co = co0 + if c < channels { c } else { 0 };
+                                                    dyps.as_ptr().add(
+                                                        s * dy_len
+                                                            + co * dy_plane
+                                                            + oy * p.out_cols,
+                                                    )
+                                                });
+                                            for ox in (0..p.out_cols).step_by($width) {
+                                                let d = d_rows.map(|r| $load(r.add(ox)));
+                                                for t in 0..GRAD_TAPS {
+                                                    let x = $load(x_row.add(ox + t * dx));
+                                                    for c in 0..C {
+                                                        acc[c][t] = $fmadd(d[c], x, acc[c][t]);
+                                                    }
+                                                }
                                             }
                                         }
                                     }
                                 }
-                            }
-                        }
-                        for (c, row) in acc.iter().enumerate().take(channels) {
-                            let at = ((co0 + c) * cin + ci) * taps + ky * kw + kx0;
-                            for (t, a) in row.iter().enumerate().take(width) {
-                                // SAFETY: `lanes` holds 16 floats.
-                                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
-                                dw[at + t] += lanes.iter().sum::<f32>();
+                                for (c, row) in acc.iter().enumerate().take(channels) {
+                                    let at = ((co0 + c) * cin + ci) * taps + ky * kw + kx0;
+                                    for (t, a) in row.iter().enumerate().take(width) {
+                                        // SAFETY: `lanes` holds one vector.
+                                        unsafe { $store(lanes.as_mut_ptr(), *a) };
+                                        dw[at + t] += lanes.iter().sum::<f32>();
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
-        }
+        };
     }
+
+    forward_tiles!(
+        forward_tiles,
+        "avx2,fma",
+        __m256,
+        8,
+        4,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    forward_tiles!(
+        forward_tiles_512,
+        "avx512f",
+        __m512,
+        16,
+        8,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    weight_grad!(
+        weight_grad,
+        "avx2,fma",
+        __m256,
+        8,
+        3,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    weight_grad!(
+        weight_grad_512,
+        "avx512f",
+        __m512,
+        16,
+        6,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
 }
