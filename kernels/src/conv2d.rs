@@ -582,13 +582,7 @@ pub fn conv2d_backward_with(
             dw
         },
     );
-    let dw = want_weight_grad.then(|| {
-        let mut sum = vec![0.0; cout * k];
-        for partial in partials.into_iter().flatten() {
-            sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
-        }
-        sum
-    });
+    let dw = want_weight_grad.then(|| sum_in_order(partials.into_iter().flatten(), cout * k));
     let dx = dx_by_convolution.or(scatter_input_grad.then_some(dx));
     (dx, dw.or(direct_weight_grad))
 }
@@ -656,6 +650,12 @@ fn direct_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], method: ConvMetho
         direct::weight_grad_samples(g, &padded, samples.len(), &xps, &dyps, &mut dw);
         dw
     });
+    sum_in_order(partials, len)
+}
+
+/// The partial weight gradients added in order, so that the bits depend on
+/// the chunking only.
+fn sum_in_order(partials: impl IntoIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
     let mut sum = vec![0.0; len];
     for partial in partials {
         sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);

@@ -122,10 +122,10 @@ impl Padded {
         g.channels_in * self.channel_len()
     }
 
-    /// Writes sample `x` (`[channels_in, height, width]`) into `buf`
-    /// (`sample_len`, every entry written).
+    /// Writes sample `x` (`[channels_in, height, width]`) into the interior
+    /// of `buf` (`sample_len`). The padding is never written, so `buf` must
+    /// start zeroed; refilled with another sample it stays valid.
     pub fn fill(&self, g: &ConvGeometry, x: &[f32], buf: &mut [f32]) {
-        buf.fill(0.0);
         let (top, left) = (g.padding[0], g.padding[1]);
         let width = g.width.min(self.cols.saturating_sub(left));
         for (channel, plane) in buf.chunks_mut(self.channel_len()).enumerate() {

@@ -237,9 +237,7 @@ pub fn run(
 ) -> Result<Vec<BenchRow>> {
     check_only(only, &FMNIST_GROUPS)?;
     // The EOT rows run as `atop eval` would with this configuration.
-    if let Some(values) = cfg.eval.eot_chunk_values {
-        atop::attack::set_eot_chunk_values(values);
-    }
+    cfg.eval.apply_eot_chunk_values();
     let mut bench = Bench::new(cfg, device, batch, repeats);
     let wanted = |n: &str| selected(only, n);
     let classifier = bench.classifier_step(wanted("classifier"))?.freeze();

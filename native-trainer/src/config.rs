@@ -509,6 +509,15 @@ pub struct EvalConfig {
     pub eot_chunk_values: Option<usize>,
 }
 
+impl EvalConfig {
+    /// Applies `eot_chunk_values`, when set, to this thread's attacks.
+    pub fn apply_eot_chunk_values(&self) {
+        if let Some(values) = self.eot_chunk_values {
+            atop::attack::set_eot_chunk_values(values);
+        }
+    }
+}
+
 /// The under-tuning check's settings: on the first `points` points, each
 /// gradient attack on a randomized defense runs again with its step size
 /// times `step_factor` (capped at 2 eps; PGD and StAdv) and its EOT times

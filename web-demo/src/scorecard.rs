@@ -4,7 +4,6 @@
 //! shared crate's [`atop::demo::ScorecardRun`].
 
 use atop::demo::{LinkName, Permalink, Scorecard, ScorecardRun};
-
 use web_sys::{HtmlElement, HtmlProgressElement};
 
 use crate::controls::read_controls;

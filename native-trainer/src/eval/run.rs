@@ -41,9 +41,7 @@ pub fn run_eval(
     device: &Device,
     run: &EvalRun,
 ) -> Result<EvalReport> {
-    if let Some(values) = cfg.eval.eot_chunk_values {
-        atop::attack::set_eot_chunk_values(values);
-    }
+    cfg.eval.apply_eot_chunk_values();
     let ad = device.clone().autodiff();
     let frozen: Vec<Classifier> = classifiers
         .iter()
