@@ -2,11 +2,10 @@
 //! the inpainter, trained with L1 reconstruction. (The paper's AE purifier is
 //! a masked autoencoder from other work; this is the simpler conv AE.)
 
-use crate::ops::conv2d_module;
+use crate::ops::{conv2d_module, relu};
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 

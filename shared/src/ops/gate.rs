@@ -14,11 +14,12 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::{on_flex, values};
+use super::{on_flex, on_libtorch, values};
 
-/// The fused activation as a backend operation, implemented by flex alone
-/// (directly and under autodiff); [`gated_activation`] routes the rest.
-#[backend_extension(Flex, Autodiff)]
+/// The fused activation as a backend operation, implemented by flex (our
+/// kernel) and LibTorch (torch's elementwise kernels, with a backward of five
+/// passes), directly and under autodiff; [`gated_activation`] routes the rest.
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait GateKernels: Backend {
     fn fused_gated_activation(
         y: FloatTensor<Self>,
@@ -29,7 +30,8 @@ pub trait GateKernels: Backend {
 /// `act(features) * sigmoid(gates)` of a gated convolution's output `y`,
 /// `[n, 2c, h, w]` with the features first; returns `[n, c, h, w]`.
 pub fn gated_activation(y: Tensor<4>, activation: FeatureActivation) -> Tensor<4> {
-    if !on_flex(&y) || y.dtype() != DType::F32 || !y.dims()[1].is_multiple_of(2) {
+    let ours = (on_flex(&y) && y.dtype() == DType::F32) || on_libtorch(&y);
+    if !ours || !y.dims()[1].is_multiple_of(2) {
         return composed(y, activation);
     }
     Tensor::from_dispatch(<Dispatch as GateKernels>::fused_gated_activation(

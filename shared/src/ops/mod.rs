@@ -1,15 +1,17 @@
-//! The models' heavy operations, routed by device: a 2-D convolution with
-//! both gradients ([`conv2d`]) and the gated convolution's fused activation
+//! The models' heavy operations, routed by device through burn's
+//! backend-extension mechanism: a 2-D convolution with both gradients
+//! ([`conv2d`]) and the gated convolution's fused activation
 //! ([`gated_activation`]) run our own kernels (crate `atop-kernels`) on
-//! burn's pure-Rust flex backend, added through burn's backend-extension
-//! mechanism; every other backend (LibTorch, WebGPU) runs burn's own ops,
-//! which already reach its platform's tuned kernels. Also the overflow-free
-//! ELU ([`stable_elu`]) both the gated layers and the fused kernel's
-//! fallback use.
+//! burn's pure-Rust flex backend; on LibTorch (feature `tch`) they and
+//! [`relu`] run torch's own forward and backward kernels (module `torch`);
+//! WebGPU runs burn's ops. Also the overflow-free ELU ([`stable_elu`]) both
+//! the gated layers and the fused kernel's fallback use.
 
 mod gate;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tch")]
+mod torch;
 
 pub use atop_kernels::FeatureActivation;
 pub use gate::{GateKernels, gated_activation};
@@ -25,7 +27,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -39,11 +40,12 @@ pub fn stable_elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     relu(x.clone()) + x.clamp_max(0.0).exp().sub_scalar(1.0)
 }
 
-/// The convolution as a backend operation. Only flex implements it (directly
-/// and under autodiff); [`conv2d`] routes other devices to burn's own op.
-#[backend_extension(Flex, Autodiff)]
+/// The convolution as a backend operation. flex and LibTorch implement it
+/// (directly and under autodiff); [`conv2d`] routes other devices to burn's
+/// own op.
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait ConvKernels: Backend {
-    fn im2col_conv2d(
+    fn kernel_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -52,7 +54,7 @@ pub trait ConvKernels: Backend {
 
     /// The same without a bias. (The extension macro passes no `Option` of
     /// a tensor through, hence two methods.)
-    fn im2col_conv2d_no_bias(
+    fn kernel_conv2d_no_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
@@ -61,22 +63,23 @@ pub trait ConvKernels: Backend {
 
 /// A 2-D convolution with the semantics of `burn::tensor::module::conv2d`.
 /// On flex (with or without autodiff) it runs [`conv2d::conv2d_forward`] and
-/// its gradients for f32 tensors without groups, and burn's op otherwise.
+/// its gradients for f32 tensors without groups, on LibTorch torch's own
+/// convolution and `convolution_backward`, and burn's op otherwise.
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !on_flex(&x) {
+    if !on_flex(&x) && !on_libtorch(&x) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
     Tensor::from_dispatch(match bias {
         Some(bias) => {
-            <Dispatch as ConvKernels>::im2col_conv2d(x, weight, bias.into_dispatch(), options)
+            <Dispatch as ConvKernels>::kernel_conv2d(x, weight, bias.into_dispatch(), options)
         }
-        None => <Dispatch as ConvKernels>::im2col_conv2d_no_bias(x, weight, options),
+        None => <Dispatch as ConvKernels>::kernel_conv2d_no_bias(x, weight, options),
     })
 }
 
@@ -84,6 +87,37 @@ pub fn conv2d(
 /// kernels serve.
 fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
     matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Whether `t` lives on LibTorch (CPU or CUDA), whose own fused kernels
+/// module `torch` calls; always false without the `tch` feature.
+fn on_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "tch")]
+    return matches!(
+        t.device().inner().as_dispatch(),
+        DispatchDevice::LibTorch(_)
+    );
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
+/// ReLU as a backend operation, for LibTorch alone: torch's backward is one
+/// `threshold_backward` pass where burn's autodiff takes a comparison and
+/// a masked fill.
+#[backend_extension(LibTorch: cfg(feature = "tch"), Autodiff)]
+pub trait ReluKernels: Backend {
+    fn kernel_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `max(x, 0)`: torch's forward and backward on LibTorch, burn's op elsewhere.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_libtorch(&x) {
+        return burn::tensor::activation::relu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as ReluKernels>::kernel_relu(x.into_dispatch()))
 }
 
 /// `conv.forward(x)` through [`conv2d`] (burn's own forward for "same"
@@ -163,7 +197,7 @@ fn output_shape(g: &ConvGeometry) -> [usize; 4] {
 }
 
 impl ConvKernels for Flex {
-    fn im2col_conv2d(
+    fn kernel_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
@@ -172,7 +206,7 @@ impl ConvKernels for Flex {
         flex_conv2d(x, weight, Some(bias), options)
     }
 
-    fn im2col_conv2d_no_bias(
+    fn kernel_conv2d_no_bias(
         x: FlexTensor,
         weight: FlexTensor,
         options: ConvOptions<2>,
@@ -200,7 +234,7 @@ fn flex_conv2d(
     flex_tensor(y, output_shape(&g))
 }
 
-/// The backward step of [`ConvKernels::im2col_conv2d`] under autodiff; its
+/// The backward step of [`ConvKernels::kernel_conv2d`] under autodiff; its
 /// parents are x, weight and (when `N` is 3) the bias.
 #[derive(Debug)]
 struct Conv2dBackward;
@@ -245,7 +279,7 @@ impl<const N: usize> Backward<Flex, N> for Conv2dBackward {
 }
 
 impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
-    fn im2col_conv2d(
+    fn kernel_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -254,7 +288,7 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<Flex, C> {
         autodiff_conv2d::<C>(x, weight, Some(bias), options)
     }
 
-    fn im2col_conv2d_no_bias(
+    fn kernel_conv2d_no_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,

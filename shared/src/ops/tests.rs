@@ -64,11 +64,10 @@ fn random_case(rng: &mut ChaCha8Rng) -> Case {
     }
 }
 
-/// Our conv and burn's on the same autodiff flex tensors (drawn from `rng`),
-/// their outputs and gradients compared; false when the kernel does not fit
-/// the image.
-fn compare_with_burn(rng: &mut ChaCha8Rng, case: Case) -> bool {
-    let device = Device::flex().autodiff();
+/// Our conv and burn's on the same autodiff tensors (drawn from `rng`) on
+/// `device`, their outputs and gradients compared; false when the kernel
+/// does not fit the image.
+fn compare_with_burn(rng: &mut ChaCha8Rng, case: Case, device: &Device) -> bool {
     let Case {
         input: [batch, cin, h, w],
         channels_out: cout,
@@ -101,16 +100,16 @@ fn compare_with_burn(rng: &mut ChaCha8Rng, case: Case) -> bool {
     // upstream gradient.
     let readout = draw(vec![batch, cout, g.out[0], g.out[1]]);
     let run = |ours: bool| {
-        let x = Tensor::<4>::from_data(x0.clone(), &device).require_grad();
-        let weight = Tensor::<4>::from_data(w0.clone(), &device).require_grad();
-        let bias = Tensor::<1>::from_data(b0.clone(), &device).require_grad();
+        let x = Tensor::<4>::from_data(x0.clone(), device).require_grad();
+        let weight = Tensor::<4>::from_data(w0.clone(), device).require_grad();
+        let bias = Tensor::<1>::from_data(b0.clone(), device).require_grad();
         let b = with_bias.then(|| bias.clone());
         let y = if ours {
             super::conv2d(x.clone(), weight.clone(), b, options.clone())
         } else {
             burn_conv2d(x.clone(), weight.clone(), b, options.clone())
         };
-        let grads = (y.clone() * Tensor::from_data(readout.clone(), &device))
+        let grads = (y.clone() * Tensor::from_data(readout.clone(), device))
             .sum()
             .backward();
         let bias_grad: Vec<f32> = if with_bias {
@@ -137,13 +136,13 @@ fn compare_with_burn(rng: &mut ChaCha8Rng, case: Case) -> bool {
     true
 }
 
-#[test]
-fn matches_burns_convolution_and_its_gradients_on_random_shapes() {
+/// 60 random shapes on `device`, most of which must fit and agree.
+fn compare_random_shapes(device: &Device) {
     let mut rng = ChaCha8Rng::seed_from_u64(20261203);
     let compared = (0..60)
         .filter(|_| {
             let case = random_case(&mut rng);
-            compare_with_burn(&mut rng, case)
+            compare_with_burn(&mut rng, case, device)
         })
         .count();
     // Draws whose kernel does not fit are skipped; most must run.
@@ -151,6 +150,11 @@ fn matches_burns_convolution_and_its_gradients_on_random_shapes() {
         compared >= 40,
         "only {compared} of 60 random shapes were compared"
     );
+}
+
+#[test]
+fn matches_burns_convolution_and_its_gradients_on_random_shapes() {
+    compare_random_shapes(&Device::flex().autodiff());
 }
 
 #[test]
@@ -170,7 +174,11 @@ fn matches_burns_convolution_on_images_cut_into_row_tiles() {
             dilation: [1, 1],
             with_bias,
         };
-        assert!(compare_with_burn(&mut rng, case), "{case:?} must fit");
+        let device = Device::flex().autodiff();
+        assert!(
+            compare_with_burn(&mut rng, case, &device),
+            "{case:?} must fit"
+        );
     }
 }
 
@@ -204,7 +212,11 @@ fn groups_and_other_dtypes_fall_back_to_burns_op() {
 
 #[test]
 fn the_fused_gated_activation_matches_burns_ops_and_their_gradients() {
-    let device = Device::flex().autodiff();
+    compare_gated_activation(&Device::flex().autodiff());
+}
+
+/// The fused gated activation against burn's composed ops on `device`.
+fn compare_gated_activation(device: &Device) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for (activation, shape) in [
         (FeatureActivation::Elu, [3, 8, 5, 7]),
@@ -220,13 +232,13 @@ fn the_fused_gated_activation_matches_burns_ops_and_their_gradients() {
         let readout: Vec<f32> = (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let readout = TensorData::new(readout, out_shape);
         let run = |fused: bool| {
-            let y = Tensor::<4>::from_data(y.clone(), &device).require_grad();
+            let y = Tensor::<4>::from_data(y.clone(), device).require_grad();
             let out = if fused {
                 super::gated_activation(y.clone(), activation)
             } else {
                 super::gate::composed(y.clone(), activation)
             };
-            let grads = (out.clone() * Tensor::from_data(readout.clone(), &device))
+            let grads = (out.clone() * Tensor::from_data(readout.clone(), device))
                 .sum()
                 .backward();
             (values(out), values(y.grad(&grads).unwrap()))
@@ -239,5 +251,72 @@ fn the_fused_gated_activation_matches_burns_ops_and_their_gradients() {
         );
         assert_close(&format!("{what}: output"), &fused.0, &reference.0);
         assert_close(&format!("{what}: gradient"), &fused.1, &reference.1);
+    }
+}
+
+/// LibTorch's routes (torch's convolution with `convolution_backward`
+/// through its autograd, ReLU's `threshold_backward`, the gated activation's
+/// five-pass backward) against burn's own ops on the same device.
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // burn marks LibTorch deprecated; it works in 0.22.1
+mod libtorch {
+    use super::*;
+
+    #[test]
+    fn torchs_convolution_matches_burns_and_its_gradients_on_random_shapes() {
+        compare_random_shapes(&Device::libtorch().autodiff());
+    }
+
+    #[test]
+    fn torchs_gated_activation_matches_burns_ops_and_their_gradients() {
+        compare_gated_activation(&Device::libtorch().autodiff());
+    }
+
+    #[test]
+    fn torchs_relu_matches_burns_and_its_gradient() {
+        let device = Device::libtorch().autodiff();
+        let x0 = TensorData::new(vec![-2.0f32, -0.5, 0.0, 0.25, 3.0, -1.0], [2, 3]);
+        let readout = TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]);
+        let x = Tensor::<2>::from_data(x0, &device).require_grad();
+        let y = super::super::relu(x.clone());
+        let grads = (y.clone() * Tensor::from_data(readout, &device))
+            .sum()
+            .backward();
+        let y = y.into_data().try_to_vec::<f32>().unwrap();
+        let dx = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(y, [0.0, 0.0, 0.0, 0.25, 3.0, 0.0]);
+        // The gradient at 0 is 0, as torch's and burn's both define it.
+        assert_eq!(dx, [0.0, 0.0, 0.0, 4.0, 5.0, 0.0]);
+    }
+
+    #[test]
+    fn a_convolution_input_used_twice_keeps_its_gradient() {
+        // x feeds the convolution and a later in-place-capable add: the
+        // graph torch keeps must still see x's values at backward time.
+        let device = Device::libtorch().autodiff();
+        let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Default, &device).require_grad();
+        let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device).require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let run = |ours: bool| {
+            let y = if ours {
+                super::super::conv2d(x.clone(), w.clone(), None, options.clone())
+            } else {
+                burn_conv2d(x.clone(), w.clone(), None, options.clone())
+            };
+            let z = y.sum() + x.clone().mul_scalar(2.0).sum();
+            let grads = z.backward();
+            (
+                values(x.grad(&grads).unwrap()),
+                values(w.grad(&grads).unwrap()),
+            )
+        };
+        let (ours, reference) = (run(true), run(false));
+        assert_close("input gradient", &ours.0, &reference.0);
+        assert_close("weight gradient", &ours.1, &reference.1);
     }
 }

@@ -2,11 +2,10 @@
 //! common PyTorch CIFAR ResNet (`layer1.0.conv1.weight`, `shortcut.0.weight`,
 //! `linear.weight`).
 
-use crate::ops::conv2d_module;
+use crate::ops::{conv2d_module, relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};

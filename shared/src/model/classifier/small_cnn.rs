@@ -1,12 +1,11 @@
 //! A small CNN for 28x28 grayscale data (Fashion-MNIST): two conv-ReLU-pool
 //! stages and two linear layers.
 
-use crate::ops::conv2d_module;
+use crate::ops::{conv2d_module, relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 

@@ -2,11 +2,10 @@
 //! (`block1.layer.0.bn1.weight`, `convShortcut.weight`, `fc.weight`):
 //! pre-activation blocks, three groups, WRN-28-10 by default.
 
-use crate::ops::conv2d_module;
+use crate::ops::{conv2d_module, relu};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
