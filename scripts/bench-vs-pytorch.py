@@ -316,6 +316,9 @@ def cifar_scale(args, dev):
 
 
 def compare(args, rows):
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(rows, out, indent=2)
     if args.atop:
         atop = {r["name"]: r for r in json.load(open(args.atop))}
         print(f"\n| step (batch {args.batch}) | atop ms | PyTorch ms | atop / PyTorch |\n|---|---|---|---|")
@@ -339,6 +342,8 @@ def main():
     ap.add_argument("--scale", default="fmnist", choices=("fmnist", "cifar"),
                     help="cifar: the rows of `atop bench --scale cifar` (WRN-28-10, ResNet-18, the cnum-48 inpainter at 256x256)")
     ap.add_argument("--only", help="with --scale cifar: only the rows whose name contains this")
+    ap.add_argument("--json", help="also write PyTorch's figures here, in `atop bench --json`'s format "
+                    "(scripts/bench-medians.py reads both)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(777)
