@@ -20,6 +20,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 use burn::tensor::ops::ConvOptions;
@@ -129,6 +130,9 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<LibTorch, C> {
         bias: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
+        if !weight.is_tracked() && !bias.is_tracked() {
+            return burn_conv2d::<C>(x, weight, Some(bias), options);
+        }
         let nodes = [x.node(), weight.node(), bias.node()];
         record_conv2d::<C, 3>(nodes, [x, weight, bias], options)
     }
@@ -138,8 +142,23 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<LibTorch, C> {
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
+        if !weight.is_tracked() {
+            return burn_conv2d::<C>(x, weight, None, options);
+        }
         record_conv2d::<C, 2>([x.node(), weight.node()], [x, weight], options)
     }
+}
+
+/// burn's own recorded convolution, for a frozen model (an attack's input
+/// gradient alone): its backward is then one transposed convolution, which
+/// torch's graph would only add a root and its bookkeeping to.
+fn burn_conv2d<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<LibTorch, C>>,
+    weight: FloatTensor<Autodiff<LibTorch, C>>,
+    bias: Option<FloatTensor<Autodiff<LibTorch, C>>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<LibTorch, C>> {
+    <Autodiff<LibTorch, C> as ModuleOps<Autodiff<LibTorch, C>>>::conv2d(x, weight, bias, options)
 }
 
 /// The convolution of `inputs` (x, weight and maybe the bias), with torch's
@@ -186,7 +205,8 @@ fn record_conv2d<C: CheckpointStrategy, const N: usize>(
 
 impl ReluKernels for LibTorch {
     fn kernel_relu(x: TchTensor) -> TchTensor {
-        TchTensor::new(x.tensor.relu())
+        // burn's op, which writes in place when `x` is not shared.
+        <LibTorch as ActivationOps<LibTorch>>::relu(x)
     }
 }
 
