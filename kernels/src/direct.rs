@@ -8,7 +8,7 @@
 //! Here each sample is copied once into a zero-padded buffer, so that every
 //! tap of every output row is an unmasked load at a fixed offset, and the
 //! products accumulate in registers. Forward: 4 output channels x 16 pixels
-//! (8 pixels for images 8 wide or less) per tile, one broadcast weight per
+//! (8 x 8 for images 8 wide or less) per tile, one broadcast weight per
 //! channel and tap. Weight gradient: 3 output channels x 3 taps of one kernel
 //! row per tile, summed over a whole chunk of samples before one horizontal
 //! add.
@@ -25,19 +25,28 @@ use crate::conv2d::ConvGeometry;
 enum Plan {
     /// AVX2: 8-pixel vectors, `pixels` per tile (8 or 16), 4 output channels.
     Avx2 { pixels: usize },
+    /// AVX2 on images 8 wide or less with 8 output channels or more: one
+    /// 8-pixel vector x 8 output channels. Eight independent sums hide the
+    /// FMA's latency; the four of a 4-channel tile left half the FMA issue
+    /// slots idle (88 GFLOP/s on 7x7 where 28x28 ran at 150).
+    Narrow,
     /// AVX-512: 16-pixel vectors, `pixels` per tile (16 or 32), 8 output channels.
     Avx512 { pixels: usize },
 }
 
 impl Plan {
     /// 8-pixel AVX2 tiles for images 8 wide or less (a 16-pixel vector would
-    /// be mostly padding), else AVX-512 where the CPU has it, with tiles of
-    /// 32 pixels unless 16 waste less.
+    /// be mostly padding), 8 channels deep where there are 8, else AVX-512
+    /// where the CPU has it, with tiles of 32 pixels unless 16 waste less.
     fn of(g: &ConvGeometry, allow_avx512: bool) -> Self {
         let ow = g.out[1];
         let round = |tile: usize| ow.div_ceil(tile) * tile;
         if ow <= 8 {
-            return Plan::Avx2 { pixels: 8 };
+            return if g.channels_out >= 8 {
+                Plan::Narrow
+            } else {
+                Plan::Avx2 { pixels: 8 }
+            };
         }
         let pixels = if round(32) > round(16) { 16 } else { 32 };
         if allow_avx512 && cpu_has_avx512() {
@@ -50,6 +59,7 @@ impl Plan {
     fn pixels(self) -> usize {
         match self {
             Plan::Avx2 { pixels } | Plan::Avx512 { pixels } => pixels,
+            Plan::Narrow => 8,
         }
     }
 
@@ -57,7 +67,7 @@ impl Plan {
     fn channels(self) -> usize {
         match self {
             Plan::Avx2 { .. } => 4,
-            Plan::Avx512 { .. } => 8,
+            Plan::Narrow | Plan::Avx512 { .. } => 8,
         }
     }
 }
@@ -196,6 +206,7 @@ pub(crate) fn forward_sample(
     unsafe {
         match p.plan {
             Plan::Avx2 { pixels: 8 } => x86::forward_tiles::<1>(g, p, xp, blocks, bias, y),
+            Plan::Narrow => x86::forward_tiles_narrow::<1>(g, p, xp, blocks, bias, y),
             Plan::Avx2 { .. } => x86::forward_tiles::<2>(g, p, xp, blocks, bias, y),
             Plan::Avx512 { pixels: 16 } => x86::forward_tiles_512::<1>(g, p, xp, blocks, bias, y),
             Plan::Avx512 { .. } => x86::forward_tiles_512::<2>(g, p, xp, blocks, bias, y),
@@ -247,7 +258,7 @@ pub(crate) fn weight_grad_samples(
     // of a gradient row at out_cols.
     unsafe {
         match p.plan {
-            Plan::Avx2 { .. } => x86::weight_grad(g, p, samples, xps, dyps, dw),
+            Plan::Avx2 { .. } | Plan::Narrow => x86::weight_grad(g, p, samples, xps, dyps, dw),
             Plan::Avx512 { .. } => x86::weight_grad_512(g, p, samples, xps, dyps, dw),
         }
     }
@@ -428,6 +439,17 @@ mod x86 {
         __m256,
         8,
         4,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    forward_tiles!(
+        forward_tiles_narrow,
+        "avx2,fma",
+        __m256,
+        8,
+        8,
         _mm256_set1_ps,
         _mm256_loadu_ps,
         _mm256_fmadd_ps,

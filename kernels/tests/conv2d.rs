@@ -88,7 +88,9 @@ fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
     // Dilated too, as the inpainter's bottleneck (dilation 2-16 on 7x7).
     // (input, weight, padding, dilation)
     type Case = ([usize; 4], [usize; 4], [(usize, usize); 2], [usize; 2]);
-    let cases: [Case; 10] = [
+    // 8 wide or less with 8+ output channels: the 8-channel narrow tiles,
+    // a partial last block of channels too (12 and 9 outputs).
+    let cases: [Case; 12] = [
         ([3, 2, 5, 7], [3, 2, 3, 3], [(1, 1), (1, 1)], [1, 1]),
         ([2, 3, 16, 16], [5, 3, 3, 3], [(1, 1), (1, 1)], [1, 1]),
         ([4, 4, 28, 28], [9, 4, 3, 3], [(1, 1), (1, 1)], [1, 1]),
@@ -99,6 +101,8 @@ fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
         ([2, 8, 7, 7], [8, 8, 3, 3], [(4, 4), (4, 4)], [4, 4]),
         ([2, 4, 7, 7], [5, 4, 3, 3], [(16, 16), (16, 16)], [16, 16]),
         ([3, 3, 20, 20], [7, 3, 3, 5], [(2, 1), (4, 2)], [2, 1]),
+        ([3, 12, 8, 8], [12, 12, 3, 3], [(1, 1), (1, 1)], [1, 1]),
+        ([2, 16, 5, 6], [9, 16, 3, 3], [(1, 1), (1, 1)], [1, 1]),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut draw = |len: usize| {
