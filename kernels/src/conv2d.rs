@@ -372,9 +372,64 @@ pub fn conv2d_forward_with(
     bias: Option<&[f32]>,
     method: ConvMethod,
 ) -> Vec<f32> {
+    forward(g, x, weight, bias, Activation::Identity, method)
+}
+
+/// What the forward pass applies to its outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    /// `max(y, 0)`, applied as the direct kernels store their tiles (no
+    /// pass of its own there; one in place on the im2col path).
+    Relu,
+}
+
+/// `relu(conv2d_forward(..))`, by the given method; its gradient is
+/// [`relu_output_grad`] followed by [`conv2d_backward`].
+pub fn conv2d_relu_forward_with(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    method: ConvMethod,
+) -> Vec<f32> {
+    forward(g, x, weight, bias, Activation::Relu, method)
+}
+
+/// The gradient reaching a ReLU's input from its output's, `dy` where the
+/// output `y` is positive and 0 elsewhere (as burn's and torch's ReLU).
+pub fn relu_output_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        y.len(),
+        dy.len(),
+        "ReLU output and gradient differ in length"
+    );
+    y.iter()
+        .zip(dy)
+        .map(|(&y, &d)| if y > 0.0 { d } else { 0.0 })
+        .collect()
+}
+
+fn forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Activation,
+    method: ConvMethod,
+) -> Vec<f32> {
     if method.direct(g) {
-        return direct_forward(g, x, weight, bias, method);
+        return direct_forward(g, x, weight, bias, activation, method);
     }
+    let mut y = im2col_forward(g, x, weight, bias);
+    if activation == Activation::Relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    y
+}
+
+/// The forward pass through column matrices and gemm.
+fn im2col_forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (k, n, cout) = (g.patch_len(), g.out_pixels(), g.channels_out);
     let (oh, ow) = (g.out[0], g.out[1]);
     let mut y = vec![0.0; g.batch * g.output_len()];
@@ -603,6 +658,7 @@ fn direct_forward(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    activation: Activation,
     method: ConvMethod,
 ) -> Vec<f32> {
     let mut y = vec![0.0; g.batch * g.output_len()];
@@ -621,7 +677,7 @@ fn direct_forward(
         for (s, y_b) in out.chunks_mut(g.output_len()).enumerate() {
             let sample = item * per_item + s;
             padded.fill(g, &x[sample * g.input_len()..][..g.input_len()], &mut xp);
-            direct::forward_sample(g, &padded, &xp, &blocks, bias, y_b);
+            direct::forward_sample(g, &padded, &xp, &blocks, bias, activation, y_b);
         }
     });
     y

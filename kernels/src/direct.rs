@@ -18,7 +18,7 @@
 //! in a fixed order (forward, per output: input channel, kernel row, kernel
 //! column; weight gradient: sample, row, pixel), whatever the thread count.
 
-use crate::conv2d::ConvGeometry;
+use crate::conv2d::{Activation, ConvGeometry};
 
 /// How the tiles are cut for one geometry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -188,6 +188,7 @@ pub(crate) fn forward_sample(
     xp: &[f32],
     blocks: &[f32],
     bias: Option<&[f32]>,
+    activation: Activation,
     y: &mut [f32],
 ) {
     assert!(
@@ -204,12 +205,15 @@ pub(crate) fn forward_sample(
     // above every load stays inside `xp` (a tile's last load ends at
     // out_cols + kw - 1 = cols) and `blocks`, every store inside `y`.
     unsafe {
+        let relu = activation == Activation::Relu;
         match p.plan {
-            Plan::Avx2 { pixels: 8 } => x86::forward_tiles::<1>(g, p, xp, blocks, bias, y),
-            Plan::Narrow => x86::forward_tiles_narrow::<1>(g, p, xp, blocks, bias, y),
-            Plan::Avx2 { .. } => x86::forward_tiles::<2>(g, p, xp, blocks, bias, y),
-            Plan::Avx512 { pixels: 16 } => x86::forward_tiles_512::<1>(g, p, xp, blocks, bias, y),
-            Plan::Avx512 { .. } => x86::forward_tiles_512::<2>(g, p, xp, blocks, bias, y),
+            Plan::Avx2 { pixels: 8 } => x86::forward_tiles::<1>(g, p, xp, blocks, bias, relu, y),
+            Plan::Narrow => x86::forward_tiles_narrow::<1>(g, p, xp, blocks, bias, relu, y),
+            Plan::Avx2 { .. } => x86::forward_tiles::<2>(g, p, xp, blocks, bias, relu, y),
+            Plan::Avx512 { pixels: 16 } => {
+                x86::forward_tiles_512::<1>(g, p, xp, blocks, bias, relu, y)
+            }
+            Plan::Avx512 { .. } => x86::forward_tiles_512::<2>(g, p, xp, blocks, bias, relu, y),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -281,7 +285,8 @@ mod x86 {
     /// output channels, one broadcast weight per channel and tap.
     macro_rules! forward_tiles {
         ($name:ident, $feature:literal, $vector:ty, $width:literal, $channels:literal,
-         $set1:ident, $load:ident, $fmadd:ident, $store:ident, $store_part:ident) => {
+         $set1:ident, $load:ident, $fmadd:ident, $max:ident, $store:ident,
+         $store_part:ident) => {
             /// # Safety
             /// The CPU has the target features; slices as asserted by
             /// `forward_sample`.
@@ -292,6 +297,7 @@ mod x86 {
                 xp: &[f32],
                 wb: &[f32],
                 bias: Option<&[f32]>,
+                relu: bool,
                 y: &mut [f32],
             ) {
                 const C: usize = $channels;
@@ -348,14 +354,15 @@ mod x86 {
                                         break;
                                     }
                                     let len = (width - start).min($width);
+                                    let a = if relu { $max(*a, $set1(0.0)) } else { *a };
                                     // SAFETY: `out` has `width` elements; the full
                                     // store writes $width of them from `start`, the
                                     // masked one `len`.
                                     unsafe {
                                         if len == $width {
-                                            $store(out.add(start), *a);
+                                            $store(out.add(start), a);
                                         } else {
-                                            $store_part(out.add(start), *a, len);
+                                            $store_part(out.add(start), a, len);
                                         }
                                     }
                                 }
@@ -474,6 +481,7 @@ mod x86 {
         _mm256_set1_ps,
         _mm256_loadu_ps,
         _mm256_fmadd_ps,
+        _mm256_max_ps,
         _mm256_storeu_ps,
         store_part_256
     );
@@ -486,6 +494,7 @@ mod x86 {
         _mm256_set1_ps,
         _mm256_loadu_ps,
         _mm256_fmadd_ps,
+        _mm256_max_ps,
         _mm256_storeu_ps,
         store_part_256
     );
@@ -498,6 +507,7 @@ mod x86 {
         _mm512_set1_ps,
         _mm512_loadu_ps,
         _mm512_fmadd_ps,
+        _mm512_max_ps,
         _mm512_storeu_ps,
         store_part_512
     );
@@ -556,7 +566,7 @@ mod tests {
                 p.fill(&g, &x, &mut xp);
                 let guard = 64;
                 let mut y = vec![f32::NAN; g.output_len() + guard];
-                forward_sample(&g, &p, &xp, &blocks, None, &mut y);
+                forward_sample(&g, &p, &xp, &blocks, None, Activation::Identity, &mut y);
                 let what = format!("width {width}, {channels_out} channels, {:?}", p.plan);
                 assert!(
                     y[..g.output_len()].iter().all(|v| v.is_finite()),

@@ -11,8 +11,9 @@ mod direct;
 pub mod gate;
 
 pub use conv2d::{
-    ConvGeometry, ConvMethod, conv2d_backward, conv2d_backward_with, conv2d_bias_backward,
-    conv2d_forward, conv2d_forward_with,
+    Activation, ConvGeometry, ConvMethod, conv2d_backward, conv2d_backward_with,
+    conv2d_bias_backward, conv2d_forward, conv2d_forward_with, conv2d_relu_forward_with,
+    relu_output_grad,
 };
 pub use direct::available as direct_available;
 pub use gate::{FeatureActivation, GateShape, gated_backward, gated_forward};

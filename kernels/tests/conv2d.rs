@@ -3,7 +3,7 @@
 //! comparison with burn's own convolution on random shapes, values and
 //! gradients, is in the atop crate: shared/src/kernels/tests.rs.)
 
-use atop_kernels::{ConvGeometry, conv2d_backward, conv2d_forward};
+use atop_kernels::{ConvGeometry, conv2d_backward, conv2d_forward, relu_output_grad};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -82,7 +82,10 @@ fn the_results_have_the_same_bits_on_any_number_of_threads() {
 
 #[test]
 fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
-    use atop_kernels::{ConvMethod, conv2d_backward_with, conv2d_forward_with, direct_available};
+    use atop_kernels::{
+        ConvMethod, conv2d_backward_with, conv2d_forward_with, conv2d_relu_forward_with,
+        direct_available,
+    };
     // Image widths below, at and past one 16-pixel tile, odd sizes, kernels
     // 1x1 to 5x5 with and without padding (asymmetric too), 1-9 channels.
     // Dilated too, as the inpainter's bottleneck (dilation 2-16 on 7x7).
@@ -142,6 +145,19 @@ fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
             // Asked for one gradient, it gives that one alone.
             let (dx, dw) = conv2d_backward_with(&g, &x, &w, &dy, [false, true], method);
             assert!(dx.is_none() && dw.is_some());
+            // ReLU applied as the tiles are stored, as a pass on im2col's output.
+            let relu: Vec<f32> = im2col.iter().map(|v| v.max(0.0)).collect();
+            for relu_method in [method, ConvMethod::Im2col] {
+                let fused = conv2d_relu_forward_with(&g, &x, &w, Some(&b), relu_method);
+                close(&fused, &relu, "forward with ReLU");
+            }
         }
     }
+}
+
+#[test]
+fn the_relu_output_gradient_passes_where_the_output_is_positive() {
+    let y = [0.5, 0.0, -1.0, 2.0];
+    let dy = [1.0, 2.0, 3.0, 4.0];
+    assert_eq!(relu_output_grad(&y, &dy), [1.0, 0.0, 0.0, 4.0]);
 }

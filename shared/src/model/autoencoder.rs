@@ -2,7 +2,7 @@
 //! the inpainter, trained with L1 reconstruction. (The paper's AE purifier is
 //! a masked autoencoder from other work; this is the simpler conv AE.)
 
-use crate::ops::{conv2d_module, relu};
+use crate::ops::{conv2d_module, conv2d_relu_module};
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -54,10 +54,7 @@ impl DoubleConv {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(conv2d_module(
-            &self.conv2,
-            relu(conv2d_module(&self.conv1, x)),
-        ))
+        conv2d_relu_module(&self.conv2, conv2d_relu_module(&self.conv1, x))
     }
 }
 
@@ -125,13 +122,13 @@ impl ConvAutoencoder {
         let e1 = self.enc1.forward(input.network_input()); // [n, w, H, W]
         let e2 = self
             .enc2
-            .forward(relu(conv2d_module(&self.down1, e1.clone()))); // [n, 2w, H/2, W/2]
+            .forward(conv2d_relu_module(&self.down1, e1.clone())); // [n, 2w, H/2, W/2]
         let b = self
             .bottleneck
-            .forward(relu(conv2d_module(&self.down2, e2.clone()))); // [n, 4w, H/4, W/4]
-        let u2 = relu(conv2d_module(&self.up2, upsample_nearest2(b))); // [n, 2w, H/2, W/2]
+            .forward(conv2d_relu_module(&self.down2, e2.clone())); // [n, 4w, H/4, W/4]
+        let u2 = conv2d_relu_module(&self.up2, upsample_nearest2(b)); // [n, 2w, H/2, W/2]
         let d2 = self.dec2.forward(Tensor::cat(vec![u2, e2], 1)); // [n, 2w, H/2, W/2]
-        let u1 = relu(conv2d_module(&self.up1, upsample_nearest2(d2))); // [n, w, H, W]
+        let u1 = conv2d_relu_module(&self.up1, upsample_nearest2(d2)); // [n, w, H, W]
         let d1 = self.dec1.forward(Tensor::cat(vec![u1, e1], 1)); // [n, w, H, W]
         let out = conv2d_module(&self.to_image, d1).tanh(); // [n, C, H, W] in [-1, 1]
         Ok(input.crop(signed_to_unit(out)))

@@ -254,6 +254,52 @@ fn compare_gated_activation(device: &Device) {
     }
 }
 
+/// `conv2d_relu_module` against burn's convolution then burn's ReLU on
+/// `device`: values and the input, weight and bias gradients.
+fn compare_conv_relu(device: &Device) {
+    use burn::module::Module;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    // Stride 1 (direct kernels, both tile kinds) and 2 (im2col + a pass).
+    for (cin, cout, size, stride) in [(3, 16, 28, 1), (4, 9, 7, 1), (3, 5, 9, 2)] {
+        let conv = Conv2dConfig::new([cin, cout], [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device)
+            .fork(device);
+        let x0 = Tensor::<4>::random([2, cin, size, size], Distribution::Default, device);
+        let run = |fused: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fused {
+                super::conv2d_relu_module(&conv, x.clone())
+            } else {
+                burn::tensor::activation::relu(conv.forward(x.clone()))
+            };
+            let readout = y.clone().detach().mul_scalar(0.5).add_scalar(1.0);
+            let grads = (y.clone() * readout).sum().backward();
+            let bias = conv.bias.as_ref().unwrap().grad(&grads).unwrap();
+            (
+                values(y),
+                values(x.grad(&grads).unwrap()),
+                values(conv.weight.grad(&grads).unwrap()),
+                bias.into_data().try_to_vec::<f32>().unwrap(),
+            )
+        };
+        let (ours, reference) = (run(true), run(false));
+        let what = format!("{cin}->{cout} on {size}x{size}, stride {stride}");
+        assert!(ours.0.contains(&0.0), "{what}: no output was clipped");
+        assert_close(&format!("{what}: output"), &ours.0, &reference.0);
+        assert_close(&format!("{what}: input gradient"), &ours.1, &reference.1);
+        assert_close(&format!("{what}: weight gradient"), &ours.2, &reference.2);
+        assert_close(&format!("{what}: bias gradient"), &ours.3, &reference.3);
+    }
+}
+
+#[test]
+fn the_convolution_with_its_relu_fused_matches_burns_ops_and_their_gradients() {
+    compare_conv_relu(&Device::flex().autodiff());
+}
+
 /// LibTorch's routes (torch's convolution with `convolution_backward`
 /// through its autograd, ReLU's `threshold_backward`, the gated activation's
 /// five-pass backward) against burn's own ops on the same device.
@@ -270,6 +316,11 @@ mod libtorch {
     #[test]
     fn torchs_gated_activation_matches_burns_ops_and_their_gradients() {
         compare_gated_activation(&Device::libtorch().autodiff());
+    }
+
+    #[test]
+    fn torchs_convolution_then_relu_matches_burns_ops() {
+        compare_conv_relu(&Device::libtorch().autodiff());
     }
 
     #[test]

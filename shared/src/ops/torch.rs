@@ -80,6 +80,15 @@ impl ConvKernels for LibTorch {
     ) -> TchTensor {
         TchTensor::new(torch_conv2d(&x.tensor, &weight.tensor, None, &options))
     }
+
+    fn kernel_conv2d_relu(
+        x: TchTensor,
+        weight: TchTensor,
+        bias: TchTensor,
+        options: ConvOptions<2>,
+    ) -> TchTensor {
+        Self::kernel_relu(Self::kernel_conv2d(x, weight, bias, options))
+    }
 }
 
 /// What the convolution's backward needs: torch's graph from the detached
@@ -146,6 +155,16 @@ impl<C: CheckpointStrategy> ConvKernels for Autodiff<LibTorch, C> {
             return burn_conv2d::<C>(x, weight, None, options);
         }
         record_conv2d::<C, 2>([x.node(), weight.node()], [x, weight], options)
+    }
+
+    /// The convolution then torch's ReLU, each with its own backward.
+    fn kernel_conv2d_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::kernel_relu(Self::kernel_conv2d(x, weight, bias, options))
     }
 }
 

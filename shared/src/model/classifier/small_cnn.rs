@@ -1,7 +1,7 @@
 //! A small CNN for 28x28 grayscale data (Fashion-MNIST): two conv-ReLU-pool
 //! stages and two linear layers.
 
-use crate::ops::{conv2d_module, relu};
+use crate::ops::{conv2d_relu_module, relu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -109,8 +109,8 @@ impl SmallCnn {
             ));
         }
         let x = self.normalization.apply(x);
-        let x = self.pool.forward(relu(conv2d_module(&self.conv1, x))); // [n, c, h/2, w/2]
-        let x = self.pool.forward(relu(conv2d_module(&self.conv2, x))); // [n, 2c, h/4, w/4]
+        let x = self.pool.forward(conv2d_relu_module(&self.conv1, x)); // [n, c, h/2, w/2]
+        let x = self.pool.forward(conv2d_relu_module(&self.conv2, x)); // [n, 2c, h/4, w/4]
         let x = x.flatten(1, 3); // [n, 2c*h*w/16]
         let x = relu(self.fc1.forward(x)); // [n, 4c]
         Ok(self.fc2.forward(x)) // [n, classes]
