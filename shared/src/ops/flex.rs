@@ -227,13 +227,29 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
             Activation::Relu => <B<C> as ActivationOps<B<C>>>::relu(y),
         };
     };
-    let inputs = (x, weight, bias, g, options, activation);
-    match inputs.2.as_ref().map(|b| b.node()) {
-        Some(bias_node) => {
-            record_conv2d::<C, 3>([inputs.0.node(), inputs.1.node(), bias_node], inputs)
-        }
-        None => record_conv2d::<C, 2>([inputs.0.node(), inputs.1.node()], inputs),
+    let (x_node, weight_node) = (x.node(), weight.node());
+    let call = ConvCall {
+        x,
+        weight,
+        bias,
+        g,
+        options,
+        activation,
+    };
+    match call.bias.as_ref().map(|b| b.node()) {
+        Some(bias_node) => record_conv2d::<C, 3>([x_node, weight_node, bias_node], call),
+        None => record_conv2d::<C, 2>([x_node, weight_node], call),
     }
+}
+
+/// One convolution of [`autodiff_conv2d`], our kernel's geometry found.
+struct ConvCall<C: CheckpointStrategy> {
+    x: AutodiffFlexTensor<C>,
+    weight: AutodiffFlexTensor<C>,
+    bias: Option<AutodiffFlexTensor<C>>,
+    g: ConvGeometry,
+    options: ConvOptions<2>,
+    activation: Activation,
 }
 
 /// Runs the convolution on the inner tensors and, when a parent needs a
@@ -242,15 +258,16 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
 /// weight, and the bias when there is one).
 fn record_conv2d<C: CheckpointStrategy, const N: usize>(
     nodes: [NodeGuard; N],
-    (x, weight, bias, g, options, activation): (
-        AutodiffFlexTensor<C>,
-        AutodiffFlexTensor<C>,
-        Option<AutodiffFlexTensor<C>>,
-        ConvGeometry,
-        ConvOptions<2>,
-        Activation,
-    ),
+    call: ConvCall<C>,
 ) -> AutodiffFlexTensor<C> {
+    let ConvCall {
+        x,
+        weight,
+        bias,
+        g,
+        options,
+        activation,
+    } = call;
     let forward = |x: AutodiffFlexTensor<C>, weight: AutodiffFlexTensor<C>| {
         flex_conv2d(
             x.into_primitive(),
