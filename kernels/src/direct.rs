@@ -217,7 +217,10 @@ pub(crate) fn forward_sample(
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("`available` is false off x86-64")
+    {
+        let _ = activation;
+        unreachable!("`available` is false off x86-64")
+    }
 }
 
 /// Floats past the last padded input that a weight-gradient tile may read
