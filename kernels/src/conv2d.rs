@@ -372,7 +372,7 @@ pub fn conv2d_forward_with(
     bias: Option<&[f32]>,
     method: ConvMethod,
 ) -> Vec<f32> {
-    forward(g, x, weight, bias, Activation::Identity, method)
+    conv2d_forward_activated(g, x, weight, bias, Activation::Identity, method)
 }
 
 /// What the forward pass applies to its outputs.
@@ -382,18 +382,6 @@ pub enum Activation {
     /// `max(y, 0)`, applied as the direct kernels store their tiles (no
     /// pass of its own there; one in place on the im2col path).
     Relu,
-}
-
-/// `relu(conv2d_forward(..))`, by the given method; its gradient is
-/// [`relu_output_grad`] followed by [`conv2d_backward`].
-pub fn conv2d_relu_forward_with(
-    g: &ConvGeometry,
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    method: ConvMethod,
-) -> Vec<f32> {
-    forward(g, x, weight, bias, Activation::Relu, method)
 }
 
 /// The gradient reaching a ReLU's input from its output's, `dy` where the
@@ -410,7 +398,9 @@ pub fn relu_output_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-fn forward(
+/// `activation(conv2d_forward(..))`, by the given method. After a ReLU the
+/// gradient is [`relu_output_grad`] followed by [`conv2d_backward`].
+pub fn conv2d_forward_activated(
     g: &ConvGeometry,
     x: &[f32],
     weight: &[f32],

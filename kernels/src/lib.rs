@@ -12,7 +12,7 @@ pub mod gate;
 
 pub use conv2d::{
     Activation, ConvGeometry, ConvMethod, conv2d_backward, conv2d_backward_with,
-    conv2d_bias_backward, conv2d_forward, conv2d_forward_with, conv2d_relu_forward_with,
+    conv2d_bias_backward, conv2d_forward, conv2d_forward_activated, conv2d_forward_with,
     relu_output_grad,
 };
 pub use direct::available as direct_available;

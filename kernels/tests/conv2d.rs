@@ -83,8 +83,8 @@ fn the_results_have_the_same_bits_on_any_number_of_threads() {
 #[test]
 fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
     use atop_kernels::{
-        ConvMethod, conv2d_backward_with, conv2d_forward_with, conv2d_relu_forward_with,
-        direct_available,
+        Activation, ConvMethod, conv2d_backward_with, conv2d_forward_activated,
+        conv2d_forward_with, direct_available,
     };
     // Image widths below, at and past one 16-pixel tile, odd sizes, kernels
     // 1x1 to 5x5 with and without padding (asymmetric too), 1-9 channels.
@@ -148,7 +148,8 @@ fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
             // ReLU applied as the tiles are stored, as a pass on im2col's output.
             let relu: Vec<f32> = im2col.iter().map(|v| v.max(0.0)).collect();
             for relu_method in [method, ConvMethod::Im2col] {
-                let fused = conv2d_relu_forward_with(&g, &x, &w, Some(&b), relu_method);
+                let fused =
+                    conv2d_forward_activated(&g, &x, &w, Some(&b), Activation::Relu, relu_method);
                 close(&fused, &relu, "forward with ReLU");
             }
         }

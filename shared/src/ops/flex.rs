@@ -111,15 +111,12 @@ fn flex_conv2d(
         };
     };
     let (x, weight, bias) = (values(&x), values(&weight), bias.as_ref().map(values));
-    let forward = match activation {
-        Activation::Identity => conv2d::conv2d_forward_with,
-        Activation::Relu => conv2d::conv2d_relu_forward_with,
-    };
-    let y = forward(
+    let y = conv2d::conv2d_forward_activated(
         &g,
         x.storage(),
         weight.storage(),
         bias.as_ref().map(|b| b.storage()),
+        activation,
         ConvMethod::Auto,
     );
     flex_tensor(y, output_shape(&g))
