@@ -379,13 +379,14 @@ pub fn conv2d_forward_with(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     Identity,
-    /// `max(y, 0)`, applied as the direct kernels store their tiles (no
-    /// pass of its own there; one in place on the im2col path).
+    /// `max(y, 0)` with NaN kept, applied as the direct kernels store their
+    /// tiles (no pass of its own there; one in place on the im2col path).
     Relu,
 }
 
-/// The gradient reaching a ReLU's input from its output's, `dy` where the
-/// output `y` is positive and 0 elsewhere (as burn's and torch's ReLU).
+/// The gradient reaching a ReLU's input from its output's: `dy` where the
+/// output `y` is positive or NaN, 0 elsewhere (as burn's and torch's ReLU,
+/// which let NaN through so that a diverging run shows it).
 pub fn relu_output_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(
         y.len(),
@@ -394,7 +395,7 @@ pub fn relu_output_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
     );
     y.iter()
         .zip(dy)
-        .map(|(&y, &d)| if y > 0.0 { d } else { 0.0 })
+        .map(|(&y, &d)| if y.is_nan() || y > 0.0 { d } else { 0.0 })
         .collect()
 }
 
@@ -413,7 +414,10 @@ pub fn conv2d_forward_activated(
     }
     let mut y = im2col_forward(g, x, weight, bias);
     if activation == Activation::Relu {
-        y.iter_mut().for_each(|v| *v = v.max(0.0));
+        // NaN passes, as in burn's ReLU (`f32::max` would turn it into 0).
+        y.iter_mut()
+            .filter(|v| !(v.is_nan() || **v > 0.0))
+            .for_each(|v| *v = 0.0);
     }
     y
 }

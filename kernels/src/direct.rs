@@ -357,7 +357,9 @@ mod x86 {
                                         break;
                                     }
                                     let len = (width - start).min($width);
-                                    let a = if relu { $max(*a, $set1(0.0)) } else { *a };
+                                    // max(0, a) returns `a` when either is NaN,
+                                    // so NaN passes as in burn's ReLU.
+                                    let a = if relu { $max($set1(0.0), *a) } else { *a };
                                     // SAFETY: `out` has `width` elements; the full
                                     // store writes $width of them from `start`, the
                                     // masked one `len`.

@@ -157,8 +157,24 @@ fn the_direct_kernels_agree_with_im2col_on_stride_one_geometries() {
 }
 
 #[test]
-fn the_relu_output_gradient_passes_where_the_output_is_positive() {
-    let y = [0.5, 0.0, -1.0, 2.0];
+fn the_relu_output_gradient_passes_where_the_output_is_positive_or_nan() {
+    let y = [0.5, 0.0, -1.0, f32::NAN];
     let dy = [1.0, 2.0, 3.0, 4.0];
     assert_eq!(relu_output_grad(&y, &dy), [1.0, 0.0, 0.0, 4.0]);
+}
+
+#[test]
+fn the_fused_relu_lets_nan_through_on_both_paths() {
+    use atop_kernels::{Activation, ConvMethod, conv2d_forward_activated};
+    // One NaN pixel in a 1x1 convolution's input, negative elsewhere: the
+    // output is NaN there and 0 (clipped) everywhere else.
+    let g = ConvGeometry::new([1, 1, 4, 20], [1, 1, 1, 1], [1, 1], [(0, 0); 2], [1, 1]).unwrap();
+    let mut x = vec![-1.0f32; 80];
+    x[17] = f32::NAN;
+    for method in [ConvMethod::Auto, ConvMethod::Avx2, ConvMethod::Im2col] {
+        let y = conv2d_forward_activated(&g, &x, &[1.0], None, Activation::Relu, method);
+        assert!(y[17].is_nan(), "{method:?}: NaN was clipped");
+        let others = y.iter().enumerate().filter(|&(i, _)| i != 17);
+        assert!(others.into_iter().all(|(_, &v)| v == 0.0), "{method:?}");
+    }
 }

@@ -143,10 +143,11 @@ fn module_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
 /// `relu(conv.forward(x))`, as one operation on flex and LibTorch
 /// ([`ConvKernels::kernel_conv2d_relu`]) when `conv` has a bias.
 pub fn conv2d_relu_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let fused = (on_flex(&x) || on_libtorch(&x))
-        .then_some(())
-        .and(conv.bias.as_ref());
-    match (fused, module_options(conv)) {
+    let bias = conv
+        .bias
+        .as_ref()
+        .filter(|_| on_flex(&x) || on_libtorch(&x));
+    match (bias, module_options(conv)) {
         (Some(bias), Some(options)) => {
             Tensor::from_dispatch(<Dispatch as ConvKernels>::kernel_conv2d_relu(
                 x.into_dispatch(),
