@@ -395,8 +395,13 @@ pub fn relu_output_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
     );
     y.iter()
         .zip(dy)
-        .map(|(&y, &d)| if y.is_nan() || y > 0.0 { d } else { 0.0 })
+        .map(|(&y, &d)| if relu_passes(y) { d } else { 0.0 })
         .collect()
+}
+
+/// Whether a ReLU keeps `v` (and passes its gradient): positive or NaN.
+fn relu_passes(v: f32) -> bool {
+    v.is_nan() || v > 0.0
 }
 
 /// `activation(conv2d_forward(..))`, by the given method. After a ReLU the
@@ -414,9 +419,9 @@ pub fn conv2d_forward_activated(
     }
     let mut y = im2col_forward(g, x, weight, bias);
     if activation == Activation::Relu {
-        // NaN passes, as in burn's ReLU (`f32::max` would turn it into 0).
+        // `f32::max` would turn NaN into 0.
         y.iter_mut()
-            .filter(|v| !(v.is_nan() || **v > 0.0))
+            .filter(|v| !relu_passes(**v))
             .for_each(|v| *v = 0.0);
     }
     y

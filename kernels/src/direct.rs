@@ -207,13 +207,13 @@ pub(crate) fn forward_sample(
     unsafe {
         let relu = activation == Activation::Relu;
         match p.plan {
-            Plan::Avx2 { pixels: 8 } => x86::forward_tiles::<1>(g, p, xp, blocks, bias, relu, y),
-            Plan::Narrow => x86::forward_tiles_narrow::<1>(g, p, xp, blocks, bias, relu, y),
-            Plan::Avx2 { .. } => x86::forward_tiles::<2>(g, p, xp, blocks, bias, relu, y),
+            Plan::Avx2 { pixels: 8 } => x86::forward_tiles::<4, 1>(g, p, xp, blocks, bias, relu, y),
+            Plan::Narrow => x86::forward_tiles::<8, 1>(g, p, xp, blocks, bias, relu, y),
+            Plan::Avx2 { .. } => x86::forward_tiles::<4, 2>(g, p, xp, blocks, bias, relu, y),
             Plan::Avx512 { pixels: 16 } => {
-                x86::forward_tiles_512::<1>(g, p, xp, blocks, bias, relu, y)
+                x86::forward_tiles_512::<8, 1>(g, p, xp, blocks, bias, relu, y)
             }
-            Plan::Avx512 { .. } => x86::forward_tiles_512::<2>(g, p, xp, blocks, bias, relu, y),
+            Plan::Avx512 { .. } => x86::forward_tiles_512::<8, 2>(g, p, xp, blocks, bias, relu, y),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -284,17 +284,18 @@ mod x86 {
     /// Taps (of one kernel row) per weight-gradient tile.
     pub(super) const GRAD_TAPS: usize = 3;
 
-    /// A forward kernel: tiles of `P` vectors of `$width` pixels x `$channels`
-    /// output channels, one broadcast weight per channel and tap.
+    /// A forward kernel: tiles of `P` vectors of `$width` pixels x `C` output
+    /// channels (the plan's, as its weights were regrouped), one broadcast
+    /// weight per channel and tap.
     macro_rules! forward_tiles {
-        ($name:ident, $feature:literal, $vector:ty, $width:literal, $channels:literal,
+        ($name:ident, $feature:literal, $vector:ty, $width:literal,
          $set1:ident, $load:ident, $fmadd:ident, $max:ident, $store:ident,
          $store_part:ident) => {
             /// # Safety
             /// The CPU has the target features; slices as asserted by
             /// `forward_sample`.
             #[target_feature(enable = $feature)]
-            pub(super) unsafe fn $name<const P: usize>(
+            pub(super) unsafe fn $name<const C: usize, const P: usize>(
                 g: &ConvGeometry,
                 p: &Padded,
                 xp: &[f32],
@@ -303,7 +304,6 @@ mod x86 {
                 relu: bool,
                 y: &mut [f32],
             ) {
-                const C: usize = $channels;
                 let (oh, ow, cout) = (g.out[0], g.out[1], g.channels_out);
                 let ([kh, kw], [dy, dx]) = (g.kernel, g.dilation);
                 let (plane, taps, n) = (p.channel_len(), g.patch_len(), oh * ow);
@@ -482,20 +482,6 @@ mod x86 {
         "avx2,fma",
         __m256,
         8,
-        4,
-        _mm256_set1_ps,
-        _mm256_loadu_ps,
-        _mm256_fmadd_ps,
-        _mm256_max_ps,
-        _mm256_storeu_ps,
-        store_part_256
-    );
-    forward_tiles!(
-        forward_tiles_narrow,
-        "avx2,fma",
-        __m256,
-        8,
-        8,
         _mm256_set1_ps,
         _mm256_loadu_ps,
         _mm256_fmadd_ps,
@@ -508,7 +494,6 @@ mod x86 {
         "avx512f",
         __m512,
         16,
-        8,
         _mm512_set1_ps,
         _mm512_loadu_ps,
         _mm512_fmadd_ps,
