@@ -334,3 +334,31 @@ fn the_classifier_identity_ignores_the_purifier_and_follows_the_weights() {
     let purifier_only = Artifact::new(manifest, None, Some(&other_purifier), None).unwrap();
     assert_eq!(purifier_only.classifier_sha256(), None);
 }
+
+/// A manifest's free-form numbers survive a save and load bit for bit: the
+/// JSON reader parses decimals correctly rounded (serde_json's
+/// `float_roundtrip`), where its fast default can land one ulp off and then
+/// print a different shortest form (a fuzz find: 0.9990000257492066).
+#[test]
+fn manifest_numbers_round_trip_bit_for_bit() {
+    let (mut artifact, _, _) = example();
+    artifact.manifest.training =
+        serde_json::from_str(r#"{"betas": [0.9990000257492066, 0.9990000128746033, 0.1]}"#)
+            .unwrap();
+    let expected: Vec<f64> = ["0.9990000257492066", "0.9990000128746033", "0.1"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let parsed: Vec<f64> = artifact.manifest.training["betas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(parsed, expected, "decimals parse correctly rounded");
+    let mut again = artifact.clone();
+    for _ in 0..3 {
+        again = Artifact::from_bytes(&again.to_bytes().unwrap(), "mem.safetensors").unwrap();
+    }
+    assert_eq!(again, artifact);
+}
