@@ -533,9 +533,9 @@ mod tests {
     /// store the rows' tails through masks.
     #[test]
     fn the_forward_tiles_write_every_output_and_nothing_past_it() {
-        let Some(_) = cpu_has_avx2_fma().then_some(()) else {
+        if !cpu_has_avx2_fma() {
             return; // the im2col path runs on this CPU
-        };
+        }
         for (width, channels_out) in [(5, 3), (7, 8), (8, 12), (14, 9), (28, 16), (33, 5)] {
             for allow_avx512 in [false, true] {
                 let g = ConvGeometry::new(

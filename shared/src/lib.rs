@@ -26,8 +26,9 @@ pub mod error;
 pub mod formats;
 pub mod host;
 pub mod model;
-// burn marks its LibTorch backend deprecated (it works in 0.22.1); the
-// backend-extension macros name it in code outside our reach.
+// burn marks its LibTorch backend deprecated, but it works in 0.22.1 and is
+// the one path to CUDA here (docs/design.md); `ops` names it, in its
+// `torch` module and in the backend-extension macros' expansions.
 #[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod ops;
 pub mod params;

@@ -9,9 +9,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, Backend, Flex};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 
@@ -104,11 +103,7 @@ fn flex_conv2d(
     activation: Activation,
 ) -> FlexTensor {
     let Some(g) = supported(&x, &weight, bias.as_ref(), &options) else {
-        let y = Flex::conv2d(x, weight, bias, options);
-        return match activation {
-            Activation::Identity => y,
-            Activation::Relu => Flex::relu(y),
-        };
+        return burn_conv2d::<Flex>(x, weight, bias, options, activation);
     };
     let (x, weight, bias) = (values(&x), values(&weight), bias.as_ref().map(values));
     let y = conv2d::conv2d_forward_activated(
@@ -120,6 +115,22 @@ fn flex_conv2d(
         ConvMethod::Auto,
     );
     flex_tensor(y, output_shape(&g))
+}
+
+/// burn's own convolution, then its ReLU when asked for: where our kernel
+/// does not apply, on flex directly and under autodiff.
+fn burn_conv2d<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    options: ConvOptions<2>,
+    activation: Activation,
+) -> FloatTensor<B> {
+    let y = B::conv2d(x, weight, bias, options);
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => B::relu(y),
+    }
 }
 
 /// The backward step of [`ConvKernels::kernel_conv2d`] (and of its ReLU
@@ -217,12 +228,7 @@ fn autodiff_conv2d<C: CheckpointStrategy>(
         &options,
     );
     let Some(g) = geometry else {
-        type B<C> = Autodiff<Flex, C>;
-        let y = <B<C> as ModuleOps<B<C>>>::conv2d(x, weight, bias, options);
-        return match activation {
-            Activation::Identity => y,
-            Activation::Relu => <B<C> as ActivationOps<B<C>>>::relu(y),
-        };
+        return burn_conv2d::<Autodiff<Flex, C>>(x, weight, bias, options, activation);
     };
     let (x_node, weight_node) = (x.node(), weight.node());
     let call = ConvCall {

@@ -260,10 +260,17 @@ fn compare_conv_relu(device: &Device) {
     use burn::module::Module;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    // Stride 1 (direct kernels, both tile kinds) and 2 (im2col + a pass).
-    for (cin, cout, size, stride) in [(3, 16, 28, 1), (4, 9, 7, 1), (3, 5, 9, 2)] {
+    // Stride 1 (direct kernels, both tile kinds), 2 (im2col + a pass), and
+    // groups (burn's convolution then its ReLU on flex).
+    for (cin, cout, size, stride, groups) in [
+        (3, 16, 28, 1, 1),
+        (4, 9, 7, 1, 1),
+        (3, 5, 9, 2, 1),
+        (4, 6, 6, 1, 2),
+    ] {
         let conv = Conv2dConfig::new([cin, cout], [3, 3])
             .with_stride([stride, stride])
+            .with_groups(groups)
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device)
             .fork(device);
@@ -286,7 +293,7 @@ fn compare_conv_relu(device: &Device) {
             )
         };
         let (ours, reference) = (run(true), run(false));
-        let what = format!("{cin}->{cout} on {size}x{size}, stride {stride}");
+        let what = format!("{cin}->{cout} on {size}x{size}, stride {stride}, groups {groups}");
         assert!(ours.0.contains(&0.0), "{what}: no output was clipped");
         assert_close(&format!("{what}: output"), &ours.0, &reference.0);
         assert_close(&format!("{what}: input gradient"), &ours.1, &reference.1);

@@ -11,10 +11,6 @@
 //! `dy` enters as the root `dot(y, dy)`, whose gradient with respect to `y`
 //! is `dy` whatever `y` holds by then.
 
-// burn marks its LibTorch backend deprecated but it works in 0.22.1 and is
-// the one path to CUDA here (docs/design.md).
-#![allow(deprecated)]
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
